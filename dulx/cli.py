@@ -1,0 +1,198 @@
+"""The experiment command line shared by every `experiments/<model>.py`.
+
+An experiment script is one call, `cli.run('<model>')`. The flags are generated:
+the common ones from the fields of `dulx.train.Config`, the model's own from the
+keyword options of its builder (`dulx.models`), so a flag and the option it sets
+always have the same name, default and meaning. Nothing here is defined at
+import: the library stays free of global flags.
+
+Modes:
+  --mode=train   train (resuming from the workdir's latest checkpoint), print final eval
+  --mode=eval    score the workdir's latest checkpoint on --dataset/--eval_split
+  --mode=sample  write a PNG grid and an .npy of samples from the latest checkpoint
+The last line on stdout is a JSON object (eval: `nll` in nats/example and `bits_per_dim`).
+Bad input prints one line on stderr and exits with status 2, without touching the workdir.
+"""
+
+import dataclasses
+import inspect
+import json
+import logging as std_logging
+import os
+import re
+import sys
+import typing
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+
+from dulx import models
+from dulx import train
+from dulx.errors import ConfigError, UserError
+from dulx.train.config import CHOICES
+
+__all__ = ['run']
+
+FLAGS = flags.FLAGS
+
+_HELP = {
+    'dataset': 'Dataset spec: digits, toy2d:<name>, toy1d:<name>, idx:PATH, npz:PATH, tfds:<name>.',
+    'train_split': "Training split, tfds-style slicing: 'train[:8000]', '[8000:]', 'train[:80%]'.",
+    'eval_split': 'Evaluation split (same syntax); evaluated whole.',
+    'binarize': 'none | threshold (x > 0.5, fixed) | stochastic (x ~ Bernoulli(pixel), redrawn each batch).',
+    'quantize': 'Quantize to this many levels (continuous toy data: bins over its range); 0 = off.',
+    'batch_size': 'Global batch size (split over devices).',
+    'eval_batch_size': 'Evaluation batch size; 0 = --batch_size.',
+    'num_steps': 'Total training steps; rerunning with a larger value continues the run.',
+    'log_every': 'Write train metrics every this many steps.',
+    'eval_every': 'Evaluate on the whole eval split every this many steps (0: at the end only).',
+    'checkpoint_every': 'Checkpoint every this many steps (0: at the end only); also on SIGINT/SIGTERM.',
+    'sample_every': 'Write a sample grid every this many steps (0: at the end only).',
+    'keep_checkpoints': 'How many of the latest checkpoints to keep.',
+    'num_samples': 'Samples per grid (and in --mode=sample).',
+    'optimizer': 'adam | adamw.',
+    'learning_rate': 'Peak learning rate.',
+    'lr_schedule': 'constant | cosine (decay to 0 at --num_steps).',
+    'warmup_steps': 'Linear warm-up steps.',
+    'weight_decay': 'Decoupled weight decay (adamw).',
+    'grad_clip': 'Clip gradients to this global norm; 0 = off.',
+    'ema_decay': 'Keep an EMA of the parameters with this decay for eval/sampling; 0 = off.',
+    'seed': 'Seed of initialisation, data order and sampling.',
+    'dtype': 'Computation dtype: float32 | bfloat16 (params and loss stay float32).',
+    'parallel': 'jit (sharded over a data mesh) | pmap; both give the same update.',
+}
+_CONFIG_FLAGS = tuple(f.name for f in dataclasses.fields(train.Config)
+                      if f.name not in ('model', 'model_options'))
+
+
+def _define(name: str, default: Any, help_text: str, choices: tuple[str, ...] | None = None) -> None:
+  if choices:
+    flags.DEFINE_enum(name, default, choices, help_text)
+  elif isinstance(default, bool):
+    flags.DEFINE_bool(name, default, help_text)
+  elif isinstance(default, int):
+    flags.DEFINE_integer(name, default, help_text)
+  elif isinstance(default, float):
+    flags.DEFINE_float(name, default, help_text)
+  elif isinstance(default, (tuple, list)):
+    flags.DEFINE_list(name, [str(v) for v in default], help_text)
+  else:
+    flags.DEFINE_string(name, default, help_text)
+
+
+def _arg_docs(fn) -> dict[str, str]:
+  """`name: text` entries of a Google-style docstring's Args section."""
+  doc = inspect.getdoc(fn) or ''
+  args = doc.split('Args:', 1)[1] if 'Args:' in doc else ''
+  out, current = {}, None
+  for line in args.splitlines():
+    match = re.match(r'^\s{2,4}(\w+)( \(.*?\))?:\s*(.*)$', line)
+    if match:
+      current = match.group(1)
+      out[current] = match.group(3)
+    elif current and line.strip() and not re.match(r'^\S', line):
+      out[current] += ' ' + line.strip()
+    elif line.strip() and re.match(r'^\S', line):
+      break
+  return out
+
+
+def _model_params(model: str) -> dict[str, inspect.Parameter]:
+  params = inspect.signature(models.get_builder(model)).parameters
+  return {n: p for n, p in params.items()
+          if p.kind == inspect.Parameter.KEYWORD_ONLY and n != 'dtype'}
+
+
+def _define_flags(model: str) -> None:
+  for f in dataclasses.fields(train.Config):
+    if f.name in _CONFIG_FLAGS:
+      _define(f.name, f.default, _HELP.get(f.name, f.name), CHOICES.get(f.name))
+  flags.DEFINE_string('workdir', os.path.join('/tmp/dulx', model),
+                      'Run directory: checkpoints, metrics.jsonl, TensorBoard events, samples, flags.')
+  flags.DEFINE_enum('mode', 'train', ('train', 'eval', 'sample'), 'What to do with the workdir.')
+  flags.DEFINE_float('temperature', 1.0, 'Sampling temperature (--mode=sample).')
+  flags.DEFINE_string('output', None, '--mode=sample: path prefix of the .png/.npy '
+                      '(default <workdir>/samples/sample_step_<step>).')
+  flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0.')
+  flags.DEFINE_integer('num_processes', 1, 'Multi-host: number of processes.')
+  flags.DEFINE_integer('process_id', 0, 'Multi-host: index of this process.')
+  docs = _arg_docs(models.get_builder(model))
+  for name, param in _model_params(model).items():
+    choices = typing.get_args(param.annotation) if typing.get_origin(param.annotation) is typing.Literal else None
+    _define(name, param.default, docs.get(name, f'Model option {name}.'), choices)
+
+
+def _option_value(name: str, default: Any) -> Any:
+  value = FLAGS[name].value
+  if isinstance(default, (tuple, list)):
+    try:
+      kind = type(default[0]) if default else int
+      return [kind(v) for v in value]
+    except ValueError:
+      raise ConfigError(f'--{name} must be a comma-separated list of numbers, got {",".join(value)!r}.') from None
+  return value
+
+
+def _config(model: str) -> train.Config:
+  options = {n: _option_value(n, p.default) for n, p in _model_params(model).items()}
+  return train.Config(model=model, model_options=options, **{n: FLAGS[n].value for n in _CONFIG_FLAGS})
+
+
+def _flagfile_text(model: str) -> str:
+  """The flags of this run, as a flagfile that reproduces it."""
+  names = _CONFIG_FLAGS + tuple(_model_params(model)) + ('workdir',)
+  return ''.join(FLAGS[n].serialize() + '\n' for n in names if FLAGS[n].value is not None)
+
+
+def _library_warnings_only(record: std_logging.LogRecord) -> bool:
+  """JAX (its search for accelerators) and Orbax (every file it opens) log at INFO; the
+  run's own progress is what users read, so only their warnings get through."""
+  noisy = any(f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('jax', 'orbax'))
+  return record.levelno >= std_logging.WARNING or not noisy
+
+
+def _parse(argv: list[str]) -> list[str]:
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(f'error: {e}\n')
+    sys.exit(2)
+
+
+def _main(model: str, argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  logging.get_absl_handler().addFilter(_library_warnings_only)
+  try:
+    if FLAGS.num_processes > 1:
+      jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    if FLAGS.mode == 'eval':
+      out = train.evaluate(FLAGS.workdir, FLAGS.dataset if FLAGS['dataset'].present else None,
+                           FLAGS.eval_split if FLAGS['eval_split'].present else None)
+      print(f'{out["dataset"]} {out["split"]}: nll {out["nll"]:.4f} nats, '
+            f'{out["bits_per_dim"]:.4f} bits/dim over {out["num_examples"]} examples (step {out["step"]})')
+    elif FLAGS.mode == 'sample':
+      out = train.sample(FLAGS.workdir, FLAGS.num_samples, FLAGS.seed, FLAGS.temperature, FLAGS.output)
+      print(f'wrote {out["png"]} and {out["npy"]}')
+    else:
+      config = _config(model)
+      final = train.train_and_evaluate(config, FLAGS.workdir, flagfile=_flagfile_text(model))
+      out = {**final, 'step': config.num_steps, 'workdir': os.path.abspath(FLAGS.workdir)}
+      print(f'final eval ({config.dataset} {config.eval_split}): nll {final["nll"]:.4f} nats, '
+            f'{final["bits_per_dim"]:.4f} bits/dim')
+  except UserError as e:
+    sys.stderr.write(f'error: {e}\n')
+    sys.exit(2)
+  except train.Interrupted as e:
+    logging.warning('%s', e)
+    sys.exit(128 + e.signum)
+  print(json.dumps(out), flush=True)
+
+
+def run(model: str) -> None:
+  """The whole of `experiments/<model>.py`: defines the flags, parses them, runs --mode."""
+  _define_flags(model)
+  app.run(lambda argv: _main(model, argv), flags_parser=_parse)

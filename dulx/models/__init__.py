@@ -1,0 +1,145 @@
+"""The model registry: a model name and its options -> a flax Module.
+
+Every model file has a builder `build(info, *, dtype, **options)` whose keyword
+options are the CLI flags of the same name. Builders are imported only when asked
+for, so a model's dependencies load only when that model is used. The helpers below
+are the checks that many builders share (each raises ConfigError with one line),
+and the input check that many models share.
+"""
+
+from collections.abc import Mapping, Sequence
+import importlib
+import inspect
+from typing import Any, TYPE_CHECKING
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dulx.errors import ConfigError
+
+if TYPE_CHECKING:
+  from dulx.data import DatasetInfo
+
+__all__ = [
+    'LIKELIHOODS', 'MODELS', 'build_model', 'check_event_shape', 'condition_classes',
+    'get_builder', 'model_options', 'require_bool', 'require_choice', 'require_int',
+    'require_levels', 'require_positive_sizes', 'resolve_likelihood',
+]
+
+MODELS = ('histogram', 'made', 'pixelcnn')
+LIKELIHOODS = ('bernoulli', 'categorical')
+
+_MODULES = {
+    'histogram': 'dulx.models.autoregressive.histogram',
+    'made': 'dulx.models.autoregressive.made',
+    'pixelcnn': 'dulx.models.autoregressive.pixelcnn',
+}
+
+
+def get_builder(name: str):
+  """The builder `build(info, *, dtype, **options)` of model `name`."""
+  if name not in MODELS:
+    raise ConfigError(f'unknown model {name!r}; known models: {", ".join(MODELS)}.')
+  return importlib.import_module(_MODULES[name]).build
+
+
+def model_options(name: str) -> dict[str, Any]:
+  """The keyword options of a model's builder and their defaults (dtype excluded)."""
+  parameters = inspect.signature(get_builder(name)).parameters.values()
+  return {p.name: p.default for p in parameters
+          if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != 'dtype'}
+
+
+def build_model(name: str, info: 'DatasetInfo', options: Mapping[str, Any],
+                dtype: Any = jnp.float32) -> nn.Module:
+  """Builds model `name` for data described by `info`.
+
+  Args:
+    name: one of MODELS.
+    info: the dataset's metadata (shape, levels, classes).
+    options: the builder's keyword options, e.g. {'hidden_sizes': (512, 512)}.
+    dtype: the computation dtype (parameters stay float32).
+
+  Returns:
+    An unbound flax Module.
+
+  Raises:
+    ConfigError: an unknown model or option, or an option value the builder refuses.
+  """
+  known = model_options(name)
+  unknown = sorted(set(options) - set(known))
+  if unknown:
+    raise ConfigError(f'unknown option(s) {", ".join(unknown)} for model {name!r}; '
+                      f'known: {", ".join(sorted(known)) or "none"}.')
+  return get_builder(name)(info, dtype=dtype, **options)
+
+
+def require_levels(info: 'DatasetInfo', model: str) -> int:
+  """The data's number of levels; ConfigError when the data are continuous."""
+  if info.num_levels is None:
+    raise ConfigError(f'{model} models discrete data but {info.spec!r} is continuous; '
+                      'pass --quantize=K to discretise it into K levels.')
+  return info.num_levels
+
+
+def condition_classes(info: 'DatasetInfo', conditional: Any, model: str) -> int | None:
+  """num_classes for a model that is class-conditional iff `conditional`."""
+  require_bool('conditional', conditional)
+  if not conditional:
+    return None
+  if info.num_classes is None:
+    raise ConfigError(f'--conditional needs labels, but {info.spec!r} has none '
+                      f'({model} cannot be class-conditional on it).')
+  return info.num_classes
+
+
+def require_bool(name: str, value: Any) -> bool:
+  """`value` if it is a bool (1, 'yes' and the like are refused)."""
+  if not isinstance(value, bool):
+    raise ConfigError(f'--{name} must be true or false, got {value!r}.')
+  return value
+
+
+def require_int(name: str, value: Any, minimum: int = 1) -> int:
+  """`value` as an int >= minimum (bools refused)."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ConfigError(f'--{name} must be an integer >= {minimum}, got {value!r}.')
+  return value
+
+
+def require_positive_sizes(name: str, value: Any) -> tuple[int, ...]:
+  """A sequence of layer widths as a tuple of ints >= 1 (may be empty)."""
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    raise ConfigError(f'--{name} must be a list of positive integers, got {value!r}.')
+  if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+    raise ConfigError(f'--{name} must be a list of positive integers, got {list(value)!r}.')
+  return tuple(value)
+
+
+def require_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+  """`value` if it is one of `choices`."""
+  if value not in choices:
+    raise ConfigError(f'--{name}={value!r} is not one of {", ".join(choices)}.')
+  return value
+
+
+def resolve_likelihood(likelihood: Any, num_levels: int) -> str:
+  """'bernoulli' or 'categorical' from an option 'auto' | 'bernoulli' | 'categorical'.
+
+  'auto' is Bernoulli for binary data (one logit per dim) and categorical otherwise.
+  """
+  likelihood = require_choice('likelihood', likelihood, ('auto',) + LIKELIHOODS)
+  if likelihood == 'auto':
+    return 'bernoulli' if num_levels == 2 else 'categorical'
+  if likelihood == 'bernoulli' and num_levels != 2:
+    raise ConfigError(f'--likelihood=bernoulli needs binary data, but the data have '
+                      f'{num_levels} levels; use categorical or --binarize.')
+  return likelihood
+
+
+def check_event_shape(x: jax.Array, event_shape: Sequence[int]) -> None:
+  """ValueError unless x is a batch [B, *event_shape] (a model's input check)."""
+  if x.shape[1:] != tuple(event_shape):
+    expected = ', '.join(['B', *map(str, event_shape)])
+    raise ValueError(f'input has shape {x.shape}; expected [{expected}].')

@@ -1,0 +1,383 @@
+"""The fit loop: `train_and_evaluate(config, workdir)`, plus evaluate/sample/restore.
+
+The loop owns evaluation, logging, sample grids, checkpoints (resume from the latest
+automatically), the progress bar and the NaN guard; models own none of it.
+
+A workdir holds:
+  config.json        the Config and the data's shape/levels/classes (for `restore`)
+  flags.txt          the command line's flags, as a flagfile (from the CLI)
+  checkpoints/<step> Orbax checkpoints of the TrainState (the last `keep_checkpoints`)
+  metrics.jsonl      one JSON object per logged step, eval metrics prefixed `eval/`
+  tensorboard/       TensorBoard events of the same metrics
+  samples/           PNG sample grids (and .npy arrays in --mode=sample)
+
+Every check that can fail on bad input (data, options, workdir, checkpoint) runs
+before the first byte is written, so a failed start leaves a workdir as it was.
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from dulx import data as dulx_data
+from dulx import models
+from dulx import objectives
+from dulx import sampling
+from dulx import viz
+from dulx.errors import CheckpointError, ConfigError, DataError, DivergedError
+from dulx.train import step as step_lib
+from dulx.train.checkpoint import Checkpoints
+from dulx.train.config import Config
+from dulx.train.state import TrainState
+from dulx.train.writer import MetricWriter
+
+__all__ = ['Interrupted', 'train_and_evaluate', 'evaluate', 'sample', 'restore', 'evaluate_dataset']
+
+_CONFIG_FILE = 'config.json'
+_CHECKPOINTS = 'checkpoints'
+
+
+class Interrupted(Exception):
+  """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+  def __init__(self, signum: int, step: int):
+    super().__init__(f'interrupted by signal {signum} at step {step}; checkpoint saved.')
+    self.signum = signum
+    self.step = step
+
+
+def _dtype(config: Config):
+  return jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32
+
+
+def _load(config: Config, spec: str, split: str) -> dulx_data.Dataset:
+  ds = dulx_data.load(spec, split)
+  return dulx_data.preprocess(ds, binarize=config.binarize, quantize=config.quantize or None)
+
+
+def _info_key(info: dulx_data.DatasetInfo) -> tuple:
+  """What a model's shape depends on: data shape, levels, classes."""
+  return tuple(info.shape), info.num_levels, info.num_classes
+
+
+def _check_fits(info: dulx_data.DatasetInfo, trained: dulx_data.DatasetInfo, workdir: str) -> None:
+  if (tuple(info.shape), info.num_levels) != (tuple(trained.shape), trained.num_levels):
+    raise DataError(
+        f'{info.spec} {info.split} gives examples of shape {tuple(info.shape)} with '
+        f'{info.num_levels} levels, but the model in {workdir} was trained on shape '
+        f'{tuple(trained.shape)} with {trained.num_levels} levels.')
+
+
+def _example_batch(info: dulx_data.DatasetInfo, size: int = 1) -> dict[str, np.ndarray]:
+  dtype = np.int32 if info.num_levels else np.float32
+  batch = {'x': np.zeros((size, *info.shape), dtype)}
+  if info.num_classes:
+    batch['y'] = np.zeros((size,), np.int32)
+  return batch
+
+
+def _read_run(workdir: str) -> tuple[Config, dulx_data.DatasetInfo] | None:
+  """The config and data info saved in a workdir, or None for a fresh workdir."""
+  path = os.path.join(workdir, _CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    info = saved['data']
+    info = dulx_data.DatasetInfo(**{**info, 'shape': tuple(info['shape']),
+                                    'bounds': tuple(info['bounds']) if info.get('bounds') else None})
+    return Config.from_dict(saved['config']), info
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f'cannot read {path}: {e}') from None
+
+
+def _write_run(workdir: str, config: Config, info: dulx_data.DatasetInfo) -> None:
+  path = os.path.join(workdir, _CONFIG_FILE)
+  with open(path + '.tmp', 'w') as f:
+    json.dump({'config': dataclasses.asdict(config), 'data': dataclasses.asdict(info)}, f,
+              indent=2, sort_keys=True)
+  os.replace(path + '.tmp', path)
+
+
+def _check_workdir_writable(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise CheckpointError(f'workdir {workdir} exists and is not a directory.')
+  parent = workdir
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent) or '.'
+  if not os.path.isdir(parent):
+    raise CheckpointError(f'cannot create workdir {workdir}: {parent} is not a directory.')
+  try:
+    with tempfile.TemporaryFile(dir=parent):
+      pass
+  except OSError as e:
+    raise CheckpointError(f'workdir {workdir} is not writable: {e.strerror}.') from None
+
+
+@dataclasses.dataclass
+class _Setup:
+  """Everything built from a config before training or evaluation starts."""
+  config: Config
+  info: dulx_data.DatasetInfo
+  model: flax.linen.Module
+  tx: Any
+  schedule: Any
+  runner: step_lib.JitRunner
+  init_fn: Any
+
+  @property
+  def num_dims(self) -> int:
+    return math.prod(self.info.shape)
+
+  def abstract_state(self) -> TrainState:
+    return self.runner.abstract_state(self.init_fn, jax.random.PRNGKey(0), _example_batch(self.info))
+
+  def eval_batch_size(self) -> int:
+    n = self.runner.num_devices
+    return -(-self.config.eval_batch // n) * n
+
+
+def _setup(config: Config, info: dulx_data.DatasetInfo) -> _Setup:
+  model = models.build_model(config.model, info, config.model_options, dtype=_dtype(config))
+  tx, schedule = step_lib.make_optimizer(config)
+  runner = step_lib.make_runner(config.parallel, config.batch_size)
+  init_fn = step_lib.make_init_fn(model, tx, config.ema_decay)
+  return _Setup(config, info, model, tx, schedule, runner, init_fn)
+
+
+def _restore_run(workdir: str, step: int | None = None) -> tuple[_Setup, TrainState]:
+  saved = _read_run(workdir)
+  if saved is None:
+    raise CheckpointError(f'{workdir} holds no trained run ({_CONFIG_FILE} is missing).')
+  config, info = saved
+  setup = _setup(config.replace(parallel='jit'), info)
+  state = Checkpoints(os.path.join(workdir, _CHECKPOINTS), read_only=True).restore(
+      setup.abstract_state(), step)
+  return setup, state
+
+
+def restore(workdir: str, step: int | None = None) -> tuple[flax.linen.Module, TrainState, Config]:
+  """Loads a trained run for use from Python: `model, state, config = dulx.restore(workdir)`.
+
+  Then e.g. `model.apply(state.variables(), x, method='log_prob')` scores data and
+  `dulx.sampling.sample(model, state.variables(), rng, 16)` draws samples.
+  """
+  setup, state = _restore_run(os.path.abspath(workdir), step)
+  return setup.model, state, setup.config
+
+
+def evaluate_dataset(setup: _Setup, variables: Any, ds: dulx_data.Dataset, seed: int) -> dict[str, float]:
+  """NLL (nats per example) and bits/dim over a whole dataset, in fixed-size batches."""
+  log_prob_fn = jax.jit(step_lib.make_log_prob_fn(setup.model))
+  variables = jax.device_put(variables, setup.runner.replicated)
+  total, count = 0.0, 0
+  for batch, valid in dulx_data.eval_batches(ds, setup.eval_batch_size(), seed=seed):
+    log_prob = np.asarray(jax.device_get(log_prob_fn(variables, setup.runner.shard(batch))))
+    total += float(-log_prob[:valid].astype(np.float64).sum())
+    count += valid
+  nll = total / count
+  return {'nll': nll, 'bits_per_dim': float(objectives.bits_per_dim(nll, setup.num_dims))}
+
+
+def _draw(setup: _Setup, variables: Any, rng: jax.Array, num: int, temperature: float = 1.0) -> np.ndarray:
+  y = None
+  if setup.info.num_classes and getattr(setup.model, 'num_classes', None):
+    y = jnp.arange(num, dtype=jnp.int32) % setup.info.num_classes
+  out = sampling.sample(setup.model, variables, rng, num, y=y, temperature=temperature)
+  return np.asarray(jax.device_get(out))
+
+
+def _save_samples(setup: _Setup, samples: np.ndarray, path: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  viz.save_png(path, viz.samples_image(samples, setup.info.num_levels))
+
+
+@contextlib.contextmanager
+def _catch_signals():
+  """Records SIGINT/SIGTERM instead of dying, so the loop can checkpoint first."""
+  caught = []
+
+  def handler(signum, frame):
+    del frame
+    caught.append(signum)
+
+  previous = {}
+  try:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      previous[sig] = signal.signal(sig, handler)
+  except ValueError:  # Not the main thread: signals stay as they are.
+    pass
+  try:
+    yield caught
+  finally:
+    for sig, h in previous.items():
+      signal.signal(sig, h)
+
+
+def _check_finite(step: int, metrics: dict[str, float], last_checkpoint: int | None, workdir: str) -> None:
+  for name, value in metrics.items():
+    if not math.isfinite(value):
+      where = (f'the last good checkpoint (step {last_checkpoint}) is intact in {workdir}'
+               if last_checkpoint is not None else 'no checkpoint was saved yet')
+      raise DivergedError(f'{name} is {value} at step {step}; training stopped and {where}.')
+
+
+def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics.
+
+  `flagfile`, the command line's flags in flagfile form, is saved as `flags.txt`
+  so that `--flagfile=<workdir>/flags.txt` reruns the experiment.
+  """
+  workdir = os.path.abspath(workdir)
+  # 1. Everything that can fail on bad input, before anything is written.
+  train_ds = _load(config, config.dataset, config.train_split)
+  eval_ds = _load(config, config.dataset, config.eval_split)
+  info = train_ds.info
+  _check_fits(eval_ds.info, info, workdir)
+  saved = _read_run(workdir)
+  if saved is not None:
+    old, old_info = saved
+    if old.model != config.model:
+      raise CheckpointError(f'{workdir} was trained with model {old.model!r}, not {config.model!r}; '
+                            'use another --workdir.')
+    if old.model_options != config.model_options or _info_key(old_info) != _info_key(info):
+      raise CheckpointError(f'{workdir} was trained with other model options or data shape '
+                            f'({old.model_options}, {_info_key(old_info)}); use another --workdir.')
+  setup = _setup(config, info)
+  batcher = dulx_data.Batcher(train_ds, config.batch_size, seed=config.seed)
+  ckpt_dir = os.path.join(workdir, _CHECKPOINTS)
+  restored = None
+  if os.path.isdir(ckpt_dir):
+    reader = Checkpoints(ckpt_dir, read_only=True)
+    if reader.latest_step() is not None:
+      restored = reader.restore(setup.abstract_state())
+  _check_workdir_writable(workdir)
+
+  # 2. Write the run's description, then train.
+  os.makedirs(workdir, exist_ok=True)
+  _write_run(workdir, config, info)
+  if flagfile is not None:
+    with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
+      f.write(flagfile)
+  runner = setup.runner
+  if restored is not None:
+    state = runner.put_state(restored)
+    logging.info('Resuming %s from step %d.', workdir, int(restored.step))
+  else:
+    state = runner.init(setup.init_fn, jax.random.PRNGKey(config.seed), batcher(0))
+  train_step = runner.compile(step_lib.make_train_step(
+      step_lib.likelihood_loss(setup.model, setup.num_dims), setup.tx, setup.schedule,
+      config.ema_decay, axis_name='data' if runner.parallel == 'pmap' else None))
+  checkpoints = Checkpoints(ckpt_dir, keep=config.keep_checkpoints)
+  writer = MetricWriter(workdir)
+  start = int(runner.host_state(state).step)
+  last_checkpoint = checkpoints.latest_step()
+  final = {}
+
+  def due(every: int, s: int) -> bool:
+    return s == config.num_steps or (every > 0 and s % every == 0)
+
+  bar = tqdm.tqdm(total=config.num_steps, initial=start, disable=not sys.stderr.isatty(),
+                  dynamic_ncols=True, desc=config.model)
+  try:
+    with _catch_signals() as caught:
+      pending = None  # (step, device metrics) of the previous step, checked one step late.
+      window_start, window_steps = time.perf_counter(), 0
+      for s in range(start + 1, config.num_steps + 1):
+        state, metrics = train_step(state, runner.put_batch(batcher(s - 1)))
+        window_steps += 1
+        bar.update(1)
+        if pending is not None:  # Fetching the previous step's metrics keeps the device busy.
+          _check_finite(pending[0], runner.metrics(pending[1]), last_checkpoint, workdir)
+        pending = (s, metrics)
+        # Read once: a signal that lands later in this iteration is handled by the next
+        # one, so a stop always follows its checkpoint.
+        stop = bool(caught)
+        events = {'log': due(config.log_every, s), 'eval': due(config.eval_every, s),
+                  'checkpoint': due(config.checkpoint_every, s) or stop,
+                  'sample': due(config.sample_every, s)}
+        if not any(events.values()):
+          continue
+        record = runner.metrics(metrics)
+        pending = None
+        _check_finite(s, record, last_checkpoint, workdir)
+        elapsed = time.perf_counter() - window_start
+        record['examples_per_sec'] = window_steps * config.batch_size / max(elapsed, 1e-9)
+        window_start, window_steps = time.perf_counter(), 0
+        host = runner.host_state(state)
+        if events['eval']:
+          final = evaluate_dataset(setup, host.variables(), eval_ds, config.seed)
+          record.update({f'eval/{k}': v for k, v in final.items()})
+        if events['sample']:
+          samples = _draw(setup, host.variables(), jax.random.fold_in(jax.random.PRNGKey(config.seed), s),
+                          config.num_samples)
+          _save_samples(setup, samples, os.path.join(workdir, 'samples', f'step_{s:08d}.png'))
+        if events['checkpoint']:
+          checkpoints.save(s, host)
+          last_checkpoint = s
+        if events['log'] or events['eval']:
+          writer.write(s, record)
+          bar.set_postfix(loss=f'{record["loss"]:.4f}')
+          if bar.disable:
+            logging.info('step %d/%d: %s', s, config.num_steps,
+                         ', '.join(f'{k}={v:.4g}' for k, v in sorted(record.items())))
+        if stop:
+          checkpoints.wait()
+          raise Interrupted(caught[0], s)
+      if pending is not None:
+        _check_finite(pending[0], runner.metrics(pending[1]), last_checkpoint, workdir)
+  finally:
+    bar.close()
+    writer.close()
+    checkpoints.close()
+  if not final:  # Nothing left to train: report the evaluation of the restored state.
+    final = evaluate_dataset(setup, runner.host_state(state).variables(), eval_ds, config.seed)
+  logging.info('final eval: nll=%.4f nats, bits/dim=%.4f', final['nll'], final['bits_per_dim'])
+  return final
+
+
+def evaluate(workdir: str, dataset: str | None = None, split: str | None = None) -> dict[str, Any]:
+  """Scores the latest checkpoint of `workdir` on any dataset/split of the trained shape.
+
+  The data is preprocessed as in training (binarization, quantization).
+  """
+  setup, state = _restore_run(workdir)
+  config = setup.config
+  dataset, split = dataset or config.dataset, split or config.eval_split
+  ds = _load(config, dataset, split)
+  _check_fits(ds.info, setup.info, workdir)
+  out = evaluate_dataset(setup, state.variables(), ds, config.seed)
+  return {**out, 'num_examples': len(ds.x), 'step': int(state.step), 'dataset': dataset, 'split': split}
+
+
+def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
+           output: str | None = None) -> dict[str, Any]:
+  """Draws `num` samples from the latest checkpoint; writes `<output>.png` and `<output>.npy`."""
+  if num <= 0:
+    raise ConfigError(f'--num_samples must be positive, got {num}.')
+  if not temperature > 0:
+    raise ConfigError(f'--temperature must be > 0, got {temperature}.')
+  setup, state = _restore_run(workdir)
+  step = int(state.step)
+  output = output or os.path.join(workdir, 'samples', f'sample_step_{step:08d}')
+  _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
+  samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature)
+  _save_samples(setup, samples, output + '.png')
+  np.save(output + '.npy', samples)
+  return {'png': output + '.png', 'npy': output + '.npy', 'num': num, 'step': step,
+          'shape': list(samples.shape)}

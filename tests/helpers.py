@@ -1,0 +1,146 @@
+"""Checks shared by the model tests: exhaustive supports, causality, fitting, chi-square."""
+
+from collections.abc import Callable
+import functools
+import itertools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy import stats
+
+from dulx.data import DatasetInfo
+
+
+def dataset_info(shape: tuple[int, ...], num_levels: int | None,
+                 num_classes: int | None = None) -> DatasetInfo:
+  """Metadata of a made-up dataset, for builders."""
+  return DatasetInfo(spec='test', split='train', shape=tuple(shape), num_levels=num_levels,
+                     num_classes=num_classes)
+
+
+def random_variables(model, seed: int = 0, scale: float = 0.3) -> dict:
+  """Variables of `model` with every parameter drawn from N(0, scale^2).
+
+  Drawn with NumPy on the shapes of `model.init` (traced, not compiled), which
+  keeps tests free of the XLA compilation of an init function per model. The
+  model needs `event_shape` and `num_classes` fields (the model contract).
+  """
+  x = jnp.zeros((1, *model.event_shape), jnp.int32)
+  y = None if model.num_classes is None else jnp.zeros([1], jnp.int32)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, y)
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype), shapes)
+
+
+def all_points(event_shape: tuple[int, ...], num_levels: int) -> np.ndarray:
+  """Every point of {0..L-1}^event_shape: int32 [L**D, *event_shape], C order.
+
+  E.g. all_points((2, 2, 1), 2) holds the 16 binary 2x2 images.
+  """
+  num_dims = math.prod(event_shape)
+  points = np.array(list(itertools.product(range(num_levels), repeat=num_dims)), np.int32)
+  return points.reshape(-1, *event_shape)
+
+
+def assert_normalised(log_prob_fn: Callable[[jax.Array], jax.Array],
+                      event_shape: tuple[int, ...], num_levels: int, atol: float = 1e-5) -> None:
+  """sum_x exp(log_prob_fn(x)) over the whole support is 1 to `atol`.
+
+  log_prob_fn: [N, *event_shape] int32 -> [N] log-probabilities.
+  """
+  log_probs = np.asarray(log_prob_fn(jnp.asarray(all_points(event_shape, num_levels))), np.float64)
+  assert np.all(np.isfinite(log_probs)), 'non-finite log-probabilities'
+  total = np.exp(log_probs).sum()
+  assert abs(total - 1.0) <= atol, f'probabilities sum to {total!r}, not 1'
+
+
+def dependency_matrix(fn: Callable[..., jax.Array], inputs: jax.Array, *args: Any) -> np.ndarray:
+  """Which outputs depend on which inputs, by the Jacobian at each example.
+
+  Args:
+    fn: (u [B, *S] float, *args) -> [B, *S] or [B, *S, L], examples independent of
+      each other. The Jacobian is compiled once per `fn` object: pass what varies
+      between calls (e.g. a mask index) in `args`, which are traced.
+    inputs: [B, *S] float points at which to differentiate; several points make
+      a dependence hidden by a dead ReLU at one point unlikely to be missed.
+    *args: further arguments of fn (arrays or Python scalars).
+
+  Returns:
+    [D, D] bool, D = prod(S) flat in C order: entry [j, i] is True iff some
+    d output_j / d input_i (over examples and levels) is nonzero.
+  """
+  num_dims = math.prod(inputs.shape[1:])
+  jacobian = np.asarray(_jacobians(fn, inputs, *args), np.float64)
+  return np.abs(jacobian.reshape(inputs.shape[0], num_dims, -1, num_dims)).sum(axis=(0, 2)) > 0
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jacobians(fn, inputs, *args):
+  return jax.vmap(jax.jacrev(lambda u: fn(u[None], *args)[0]))(inputs)
+
+
+def assert_autoregressive(dependency: np.ndarray, ordering: np.ndarray, *,
+                          dense: bool = False) -> None:
+  """Output j depends only on inputs strictly earlier than j in `ordering`.
+
+  Args:
+    dependency: [D, D] bool from `dependency_matrix`.
+    ordering: [D] flat dims in generation order.
+    dense: also require every allowed dependence to be present.
+  """
+  rank = np.argsort(ordering)
+  allowed = rank[None, :] < rank[:, None]
+  illegal = np.argwhere(dependency & ~allowed)
+  assert illegal.size == 0, (
+      f'output j depends on a later or equal input i at (j, i) = {illegal.tolist()}')
+  assert dependency.any(), 'no output depends on any input: the check would pass vacuously'
+  if dense:
+    missing = np.argwhere(allowed & ~dependency)
+    assert missing.size == 0, f'allowed dependences missing at (j, i) = {missing.tolist()}'
+
+
+def fit_adam(loss_fn: Callable[[optax.Params, jax.Array], jax.Array], params: optax.Params,
+             rng: jax.Array, *, num_steps: int,
+             learning_rate: float) -> tuple[optax.Params, np.ndarray]:
+  """num_steps of Adam on loss_fn(params, rng_t), compiled as one scan.
+
+  Returns:
+    The final params and the [num_steps] losses before each step.
+  """
+  tx = optax.adam(learning_rate)
+
+  def step(carry, t):
+    params, opt_state = carry
+    loss, grads = jax.value_and_grad(loss_fn)(params, jax.random.fold_in(rng, t))
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), jnp.arange(num_steps)))
+  (params, _), losses = run(params)
+  return params, np.asarray(losses)
+
+
+def assert_frequencies_match(samples: np.ndarray, probs: np.ndarray, num_levels: int,
+                             p_value: float = 1e-4) -> None:
+  """Pearson's chi-square test that samples follow the table `probs`.
+
+  Args:
+    samples: [N, *event_shape] int levels.
+    probs: [L] * D probabilities of each point (C order), summing to 1.
+    num_levels: L.
+    p_value: the test fails only if data this extreme had probability < p_value
+      under `probs` (with fixed seeds the test is deterministic).
+  """
+  flat = samples.reshape(samples.shape[0], -1).astype(np.int64)
+  index = flat @ (num_levels ** np.arange(flat.shape[1] - 1, -1, -1))
+  counts = np.bincount(index, minlength=probs.size)
+  expected = samples.shape[0] * np.asarray(probs, np.float64).reshape(-1)
+  assert np.all(counts[expected == 0] == 0), 'samples fall on points of probability 0'
+  support = expected > 0
+  statistic = np.sum((counts[support] - expected[support])**2 / expected[support])
+  threshold = stats.chi2.ppf(1.0 - p_value, support.sum() - 1)
+  assert statistic < threshold, f'chi-square {statistic:.1f} >= {threshold:.1f}'

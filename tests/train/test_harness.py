@@ -1,0 +1,195 @@
+"""The harness: one compiled step, jit == pmap, resume == uninterrupted, NaN guard, outputs."""
+
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dulx
+from dulx import data
+from dulx import models
+from dulx import train
+from dulx.errors import CheckpointError, DivergedError
+from tests.snapshot import snapshot
+
+_NON_DETERMINISTIC = ('examples_per_sec',)
+
+
+def _histogram_config(**kw) -> train.Config:
+  base = dict(model='histogram', dataset='toy2d:two_moons', train_split='train[:2000]',
+              eval_split='test[:500]', quantize=8, batch_size=64, num_steps=6, log_every=1,
+              eval_every=3, checkpoint_every=3, sample_every=0, num_samples=16, learning_rate=0.05)
+  return train.Config(**{**base, **kw})
+
+
+def _made_config(**kw) -> train.Config:
+  base = dict(model='made', model_options={'hidden_sizes': [32], 'num_masks': 4},
+              dataset='digits', train_split='train[:256]', eval_split='train[256:320]',
+              binarize='threshold', batch_size=32, num_steps=3, learning_rate=1e-2)
+  return train.Config(**{**base, **kw})
+
+
+def _records(workdir):
+  return [{k: v for k, v in r.items() if k not in _NON_DETERMINISTIC}
+          for r in train.read_metrics(os.path.join(workdir, 'metrics.jsonl'))]
+
+
+def _setup_step(config: train.Config, parallel: str):
+  ds = data.preprocess(data.load(config.dataset, config.train_split), binarize=config.binarize)
+  model = models.build_model(config.model, ds.info, config.model_options)
+  tx, schedule = train.make_optimizer(config)
+  runner = train.make_runner(parallel, config.batch_size)
+  init_fn = train.make_init_fn(model, tx, config.ema_decay)
+  loss_fn = train.likelihood_loss(model, int(np.prod(ds.info.shape)))
+  step = train.make_train_step(loss_fn, tx, schedule, axis_name='data' if parallel == 'pmap' else None)
+  batcher = data.Batcher(ds, config.batch_size, seed=0)
+  return runner, init_fn, step, batcher
+
+
+def test_four_fake_devices():
+  assert jax.device_count() == 4
+
+
+def test_train_step_traces_once():
+  runner, init_fn, step, batcher = _setup_step(_made_config(), 'jit')
+  state = runner.init(init_fn, jax.random.PRNGKey(0), batcher(0))
+  compiled = runner.compile(chex.assert_max_traces(step, n=1))
+  losses = []
+  for s in range(4):
+    state, metrics = compiled(state, runner.put_batch(batcher(s)))
+    losses.append(runner.metrics(metrics)['loss'])
+  assert int(state.step) == 4
+  assert all(np.isfinite(losses))
+
+
+def test_jit_and_pmap_give_the_same_update():
+  config = _made_config()
+  results = {}
+  for parallel in ('jit', 'pmap'):
+    runner, init_fn, step, batcher = _setup_step(config, parallel)
+    state = runner.init(init_fn, jax.random.PRNGKey(0), batcher(0))
+    compiled = runner.compile(step)
+    history = []
+    for s in range(3):
+      state, metrics = compiled(state, runner.put_batch(batcher(s)))
+      history.append(runner.metrics(metrics))
+    results[parallel] = (jax.device_get(runner.host_state(state).params), history)
+  chex.assert_trees_all_close(results['jit'][0], results['pmap'][0], rtol=1e-5, atol=1e-6)
+  for m_jit, m_pmap in zip(results['jit'][1], results['pmap'][1]):
+    for k in ('loss', 'grad_norm', 'param_norm'):
+      np.testing.assert_allclose(m_jit[k], m_pmap[k], rtol=1e-5)
+  # The update moved the parameters: the comparison above is not of two initial states.
+  runner, init_fn, _, batcher = _setup_step(config, 'jit')
+  initial = jax.device_get(runner.init(init_fn, jax.random.PRNGKey(0), batcher(0)).params)
+  assert not np.allclose(jax.tree.leaves(initial)[0], jax.tree.leaves(results['jit'][0])[0])
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+  whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
+  train.train_and_evaluate(_histogram_config(num_steps=6), whole)
+  train.train_and_evaluate(_histogram_config(num_steps=3), parts)
+  train.train_and_evaluate(_histogram_config(num_steps=6), parts)
+  assert _records(whole) == _records(parts)
+  assert [r['step'] for r in _records(parts)] == [1, 2, 3, 4, 5, 6]
+  _, state_whole, _ = dulx.restore(whole)
+  _, state_parts, _ = dulx.restore(parts)
+  chex.assert_trees_all_equal(state_whole.params, state_parts.params)
+  chex.assert_trees_all_equal(state_whole.opt_state, state_parts.opt_state)
+
+
+def test_rerun_with_more_steps_continues(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_histogram_config(num_steps=3), workdir)
+  train.train_and_evaluate(_histogram_config(num_steps=5), workdir)
+  _, state, _ = dulx.restore(workdir)
+  assert int(state.step) == 5
+
+
+def test_workdir_outputs_and_loss_falls(tmp_path):
+  workdir = str(tmp_path / 'w')
+  final = train.train_and_evaluate(
+      _histogram_config(num_steps=40, eval_every=20, checkpoint_every=20, sample_every=20,
+                        keep_checkpoints=1), workdir)
+  records = _records(workdir)
+  assert records[-1]['loss'] < 0.8 * records[0]['loss']
+  for key in ('loss', 'nll', 'bits_per_dim', 'grad_norm', 'param_norm', 'learning_rate'):
+    assert key in records[0]
+  assert 'examples_per_sec' in train.read_metrics(os.path.join(workdir, 'metrics.jsonl'))[0]
+  evals = [r for r in records if 'eval/bits_per_dim' in r]
+  assert [r['step'] for r in evals] == [20, 40]
+  assert final['bits_per_dim'] == pytest.approx(evals[-1]['eval/bits_per_dim'])
+  assert final['nll'] == pytest.approx(final['bits_per_dim'] * 2 * np.log(2))
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['40']
+  assert sorted(os.listdir(os.path.join(workdir, 'samples'))) == ['step_00000020.png', 'step_00000040.png']
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(os.path.join(workdir, 'tensorboard')))
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['config']['model'] == 'histogram'
+
+
+def test_eval_matches_direct_log_prob(tmp_path):
+  workdir = str(tmp_path / 'w')
+  config = _histogram_config(num_steps=4)
+  train.train_and_evaluate(config, workdir)
+  model, state, _ = dulx.restore(workdir)
+  ds = data.preprocess(data.load(config.dataset, config.eval_split), quantize=config.quantize)
+  log_p = model.apply(state.variables(), jnp.asarray(ds.x), method='log_prob')
+  out = train.evaluate(workdir)
+  assert out['nll'] == pytest.approx(-float(np.mean(log_p)), rel=1e-5)
+  assert out['num_examples'] == 500
+
+
+def test_restore_api_scores_and_samples(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_made_config(), workdir)
+  model, state, config = dulx.restore(workdir)
+  assert config.model == 'made'
+  x = jnp.zeros((2, 8, 8, 1), jnp.int32)
+  log_p = model.apply(state.variables(), x, method='log_prob')
+  chex.assert_shape(log_p, (2,))
+  chex.assert_tree_all_finite(log_p)
+  samples = dulx.sample(model, state.variables(), jax.random.PRNGKey(0), 3)
+  chex.assert_shape(samples, (3, 8, 8, 1))
+  assert set(np.unique(samples)) <= {0, 1}
+
+
+def test_bfloat16_compute_keeps_float32_params_and_loss(tmp_path):
+  workdir = str(tmp_path / 'w')
+  final = train.train_and_evaluate(_made_config(dtype='bfloat16'), workdir)
+  assert np.isfinite(final['nll'])
+  _, state, _ = dulx.restore(workdir)
+  assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {jnp.dtype('float32')}
+  assert all(isinstance(r['loss'], float) for r in _records(workdir))
+
+
+def test_ema_params_are_kept_and_used(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_histogram_config(num_steps=3, ema_decay=0.5), workdir)
+  _, state, _ = dulx.restore(workdir)
+  assert state.ema_params is not None
+  assert not np.allclose(state.ema_params['logits'], state.params['logits'])
+  assert state.variables()['params'] is state.ema_params
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path / 'w')
+  config = _histogram_config(num_steps=3, checkpoint_every=3)
+  train.train_and_evaluate(config, workdir)
+  with pytest.raises(DivergedError, match=r'at step \d+.*step 3\) is intact'):
+    train.train_and_evaluate(config.replace(num_steps=40, learning_rate=1e38), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3']
+  _, state, _ = dulx.restore(workdir)
+  chex.assert_tree_all_finite(state.params)
+  assert int(state.step) == 3
+
+
+def test_workdir_of_another_model_is_refused_untouched(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_histogram_config(num_steps=2), workdir)
+  before = snapshot(workdir)
+  with pytest.raises(CheckpointError, match="trained with model 'histogram'"):
+    train.train_and_evaluate(_made_config(), workdir)
+  assert snapshot(workdir) == before
