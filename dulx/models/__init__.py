@@ -1,15 +1,20 @@
 """The model registry: a model name and its options -> a flax Module.
 
 Every model file has a builder `build(info, *, dtype, **options)` whose keyword
-options are the CLI flags of the same name. Builders are imported only when asked
-for, so a model's dependencies load only when that model is used. The helpers below
-are the checks that many builders share (each raises ConfigError with one line),
-and the input check that many models share.
+options are the CLI flags of the same name; the model's name is the file's name
+(`dulx/models/autoregressive/made.py` is 'made'). A file that holds several models
+(NICE and RealNVP share their coupling layers) names them in a dict
+`BUILDERS = {'nice': build_nice, 'realnvp': build_realnvp}` instead. The registry is
+found by scanning the family packages, so adding a model touches no shared list.
+The helpers below are the checks that many builders share (each raises ConfigError
+with one line), and the input check that many models share.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+import functools
 import importlib
 import inspect
+import pkgutil
 from typing import Any, TYPE_CHECKING
 
 import flax.linen as nn
@@ -22,26 +27,49 @@ if TYPE_CHECKING:
   from dulx.data import DatasetInfo
 
 __all__ = [
-    'LIKELIHOODS', 'MODELS', 'build_model', 'check_event_shape', 'condition_classes',
-    'get_builder', 'model_options', 'require_bool', 'require_choice', 'require_int',
+    'FAMILIES', 'LIKELIHOODS', 'build_model', 'check_event_shape', 'condition_classes',
+    'get_builder', 'model_options', 'names', 'require_bool', 'require_choice', 'require_int',
     'require_levels', 'require_positive_sizes', 'resolve_likelihood',
 ]
 
-MODELS = ('histogram', 'made', 'pixelcnn')
 LIKELIHOODS = ('bernoulli', 'categorical')
+FAMILIES = ('autoregressive', 'flows', 'latent', 'gan', 'selfsup', 'semisup')
 
-_MODULES = {
-    'histogram': 'dulx.models.autoregressive.histogram',
-    'made': 'dulx.models.autoregressive.made',
-    'pixelcnn': 'dulx.models.autoregressive.pixelcnn',
-}
+
+@functools.cache
+def _builders() -> dict[str, Callable[..., nn.Module]]:
+  """Every model's builder by name, from the modules of the family packages."""
+  builders = {}
+  for family in FAMILIES:
+    try:
+      package = importlib.import_module(f'{__name__}.{family}')
+    except ModuleNotFoundError as e:
+      if e.name != f'{__name__}.{family}':
+        raise
+      continue  # A family that has no code yet.
+    for module_info in pkgutil.iter_modules(package.__path__):
+      module = importlib.import_module(f'{package.__name__}.{module_info.name}')
+      found = getattr(module, 'BUILDERS', None)
+      if found is None and hasattr(module, 'build'):
+        found = {module_info.name: module.build}
+      for name, builder in (found or {}).items():
+        if name in builders:
+          raise RuntimeError(f'model {name!r} is defined twice (in {module.__name__}).')
+        builders[name] = builder
+  return dict(sorted(builders.items()))
+
+
+def names() -> tuple[str, ...]:
+  """The names of every registered model, sorted."""
+  return tuple(_builders())
 
 
 def get_builder(name: str):
   """The builder `build(info, *, dtype, **options)` of model `name`."""
-  if name not in MODELS:
-    raise ConfigError(f'unknown model {name!r}; known models: {", ".join(MODELS)}.')
-  return importlib.import_module(_MODULES[name]).build
+  builders = _builders()
+  if name not in builders:
+    raise ConfigError(f'unknown model {name!r}; known models: {", ".join(builders)}.')
+  return builders[name]
 
 
 def model_options(name: str) -> dict[str, Any]:
@@ -56,7 +84,7 @@ def build_model(name: str, info: 'DatasetInfo', options: Mapping[str, Any],
   """Builds model `name` for data described by `info`.
 
   Args:
-    name: one of MODELS.
+    name: one of `names()`.
     info: the dataset's metadata (shape, levels, classes).
     options: the builder's keyword options, e.g. {'hidden_sizes': (512, 512)}.
     dtype: the computation dtype (parameters stay float32).

@@ -186,8 +186,11 @@ def evaluate_dataset(setup: _Setup, variables: Any, ds: dulx_data.Dataset, seed:
   log_prob_fn = jax.jit(step_lib.make_log_prob_fn(setup.model))
   variables = jax.device_put(variables, setup.runner.replicated)
   total, count = 0.0, 0
-  for batch, valid in dulx_data.eval_batches(ds, setup.eval_batch_size(), seed=seed):
-    log_prob = np.asarray(jax.device_get(log_prob_fn(variables, setup.runner.shard(batch))))
+  base_rng = jax.random.PRNGKey(seed)  # Batch i's noise (e.g. dequantization) is fixed by (seed, i).
+  batches = dulx_data.eval_batches(ds, setup.eval_batch_size(), seed=seed)
+  for i, (batch, valid) in enumerate(batches):
+    rng = jax.random.fold_in(base_rng, i)
+    log_prob = np.asarray(jax.device_get(log_prob_fn(variables, setup.runner.shard(batch), rng)))
     total += float(-log_prob[:valid].astype(np.float64).sum())
     count += valid
   nll = total / count

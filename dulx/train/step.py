@@ -23,11 +23,23 @@ from dulx.train.config import Config
 from dulx.train.state import TrainState
 
 __all__ = [
-    'Batch', 'LossFn', 'JitRunner', 'PmapRunner', 'make_runner', 'make_optimizer',
+    'Batch', 'LossFn', 'RNG_STREAMS', 'JitRunner', 'PmapRunner', 'make_runner', 'make_optimizer', 'step_rngs',
     'likelihood_loss', 'make_init_fn', 'make_train_step', 'make_log_prob_fn',
 ]
 
 Batch = Mapping[str, jax.Array]
+# The named rng streams a model may draw from in `apply` (`self.make_rng(name)`):
+# 'dropout', 'mask' (MADE's connectivity), 'dequantize' (flows' dequantization
+# noise) and 'noise' (any other, e.g. FFJORD's Hutchinson probe).
+RNG_STREAMS = ('dropout', 'mask', 'dequantize', 'noise')
+# Streams that differ between the devices of a pmap (per-example noise); the others
+# are one choice for the whole batch (MADE's mask must agree on every device).
+_PER_DEVICE_STREAMS = ('dropout', 'dequantize', 'noise')
+
+
+def step_rngs(rng: jax.Array) -> dict[str, jax.Array]:
+  """One key per stream of RNG_STREAMS, all derived from `rng`."""
+  return {name: jax.random.fold_in(rng, i) for i, name in enumerate(RNG_STREAMS)}
 # loss_fn(params, model_state, batch, rngs) -> (loss, (metrics, new_model_state)).
 LossFn = Callable[[Any, Any, Batch, dict[str, jax.Array]], tuple[jax.Array, tuple[dict, Any]]]
 
@@ -71,11 +83,15 @@ def likelihood_loss(model: flax.linen.Module, num_dims: int) -> LossFn:
   return loss_fn
 
 
-def make_log_prob_fn(model: flax.linen.Module) -> Callable[[Any, Batch], jax.Array]:
-  """(variables, batch) -> [B] log p(x) in nats, the evaluation-mode likelihood."""
-  def log_prob_fn(variables, batch):
+def make_log_prob_fn(model: flax.linen.Module) -> Callable[[Any, Batch, jax.Array], jax.Array]:
+  """(variables, batch, rng) -> [B] log p(x) in nats, the evaluation-mode likelihood.
+
+  `rng` feeds the streams of RNG_STREAMS for models whose likelihood draws noise
+  (a flow's dequantization); deterministic models ignore it.
+  """
+  def log_prob_fn(variables, batch, rng):
     x, y = _apply_args(batch)
-    return model.apply(variables, x, y, train=False, method='log_prob')
+    return model.apply(variables, x, y, train=False, method='log_prob', rngs=step_rngs(rng))
   return log_prob_fn
 
 
@@ -85,7 +101,9 @@ def make_init_fn(model: flax.linen.Module, tx: optax.GradientTransformation,
   def init_fn(rng, batch):
     params_rng, dropout_rng, mask_rng, state_rng = jax.random.split(rng, 4)
     x, y = _apply_args(batch)
-    variables = model.init({'params': params_rng, 'dropout': dropout_rng, 'mask': mask_rng}, x, y)
+    rngs = {'params': params_rng, 'dropout': dropout_rng, 'mask': mask_rng,
+            'dequantize': jax.random.fold_in(dropout_rng, 1), 'noise': jax.random.fold_in(dropout_rng, 2)}
+    variables = model.init(rngs, x, y)
     variables = flax.core.unfreeze(variables)
     params = variables.pop('params')
     return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
@@ -102,14 +120,15 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
   The step's randomness is `fold_in(state.rng, state.step)`, so step s draws the
   same numbers whether or not the run was interrupted before it. Under pmap
   (`axis_name` set) gradients, metrics and model state are averaged across
-  devices, and only the 'dropout' stream is made device-specific (a mask choice
-  such as MADE's must agree on every device).
+  devices, and the per-example noise streams are made device-specific (a mask
+  choice such as MADE's must agree on every device). Models that draw such noise
+  therefore see other (equally distributed) numbers under pmap than under jit.
   """
   def train_step(state: TrainState, batch: Batch):
-    rng = jax.random.fold_in(state.rng, state.step)
-    rngs = {'dropout': jax.random.fold_in(rng, 0), 'mask': jax.random.fold_in(rng, 1)}
+    rngs = step_rngs(jax.random.fold_in(state.rng, state.step))
     if axis_name is not None:
-      rngs['dropout'] = jax.random.fold_in(rngs['dropout'], jax.lax.axis_index(axis_name))
+      device = jax.lax.axis_index(axis_name)
+      rngs.update({k: jax.random.fold_in(rngs[k], device) for k in _PER_DEVICE_STREAMS})
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rngs)
     metrics = {'loss': loss, **metrics}
