@@ -1,0 +1,1 @@
+"""Normalizing flows: `forward(x) -> (z, logdet)`, `inverse(z) -> (x, logdet)`, `log_prob(x)`."""
