@@ -1,6 +1,7 @@
 """Samplers: the naive autoregressive sampler on MADE, and direct sampling of the histogram."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,3 +99,63 @@ def test_invalid_requests_are_refused():
     sampling.sample(model, variables, rng, 4, given=jnp.zeros((4, 2), jnp.int32))
   with pytest.raises(ValueError, match='given_mask'):
     sampling.sample(BINARY, binary_variables, rng, 4, given=jnp.zeros((4, 2, 2, 1), jnp.int32))
+
+
+class _RunningSum(nn.Module):
+  """A test model with a cache: logit of dim d = a_d + b * sum of the dims of earlier steps.
+
+  Naive outputs use an exclusive cumulative sum over the whole x; `decode` keeps the
+  sum in its 'cache' collection and adds the dims the previous step drew, so the two
+  paths compute the same logits in different ways, as real cached models do.
+  """
+  event_shape: tuple[int, ...] = (6,)
+  num_levels: int = 2
+  num_classes: int | None = None
+  dims_per_step: int = 1
+
+  def ordering(self):
+    return np.arange(6)
+
+  @nn.compact
+  def __call__(self, x, y=None):
+    a = self.param('a', nn.initializers.normal(1.0), self.event_shape)
+    b = self.param('b', nn.initializers.constant(1.5), ())
+    k = self.dims_per_step
+    per_step = x.reshape(x.shape[0], -1, k).sum(axis=2)
+    before = jnp.repeat(jnp.cumsum(per_step, axis=1) - per_step, k, axis=1)
+    return a + b * before.astype(jnp.float32)
+
+  @nn.compact
+  def decode(self, x, t, y=None):
+    a = self.param('a', nn.initializers.normal(1.0), self.event_shape)
+    b = self.param('b', nn.initializers.constant(1.5), ())
+    total = self.variable('cache', 'sum', jnp.zeros, (x.shape[0],), jnp.float32)
+    k = self.dims_per_step
+    previous = jax.lax.dynamic_slice_in_dim(x, jnp.maximum(t - 1, 0) * k, k, axis=1)
+    total.value = total.value + jnp.where(t > 0, previous.sum(axis=1), 0).astype(jnp.float32)
+    dims = jax.lax.dynamic_slice_in_dim(jnp.arange(6), t * k, k)
+    return a[dims][None] + b * total.value[:, None]
+
+
+@pytest.mark.parametrize('dims_per_step', [1, 2])
+def test_cached_sampler_returns_the_naive_samples(dims_per_step):
+  model = _RunningSum(dims_per_step=dims_per_step)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 6), jnp.int32))
+  rng = jax.random.PRNGKey(5)
+  naive = sampling.sample(model, variables, rng, 256, method='naive')
+  cached = sampling.sample(model, variables, rng, 256, method='cached')
+  np.testing.assert_array_equal(naive, cached)
+  assert 0 < np.asarray(naive).mean() < 1  # Neither all zeros nor all ones.
+  given = jnp.asarray(np.random.default_rng(0).integers(0, 2, (256, 6)), jnp.int32)
+  given_mask = jnp.array([True, False, False, True, False, False])
+  completed = sampling.sample(model, variables, rng, 256, given=given, given_mask=given_mask,
+                              method='cached')
+  np.testing.assert_array_equal(completed, sampling.sample(
+      model, variables, rng, 256, given=given, given_mask=given_mask, method='naive'))
+  np.testing.assert_array_equal(np.asarray(completed)[:, [0, 3]], np.asarray(given)[:, [0, 3]])
+
+
+def test_cached_sampling_needs_a_decode_step():
+  with pytest.raises(ValueError, match='decode'):
+    sampling.sample(BINARY, helpers.random_variables(BINARY), jax.random.PRNGKey(0), 2,
+                    method='cached')
