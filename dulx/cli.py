@@ -176,7 +176,7 @@ def _main(model: str, argv: list[str]) -> None:
             f'{out["bits_per_dim"]:.4f} bits/dim over {out["num_examples"]} examples (step {out["step"]})')
     elif FLAGS.mode == 'sample':
       out = train.sample(FLAGS.workdir, FLAGS.num_samples, FLAGS.seed, FLAGS.temperature, FLAGS.output)
-      print(f'wrote {out["png"]} and {out["npy"]}')
+      print(f'wrote {out["picture"]} and {out["npy"]}')
     else:
       config = _config(model)
       final = train.train_and_evaluate(config, FLAGS.workdir, flagfile=_flagfile_text(model))

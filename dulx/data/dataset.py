@@ -25,6 +25,7 @@ class DatasetInfo:
     num_classes: number of classes when labels exist, else None.
     bounds: (low, high) value range of continuous data (toy sets); for toy data
       quantized into k bins, the range the bins divide.
+    alphabet: for text, the character of each level (level i is alphabet[i]); else None.
   """
   spec: str
   split: str
@@ -32,6 +33,7 @@ class DatasetInfo:
   num_levels: int | None
   num_classes: int | None
   bounds: tuple[float, float] | None = None
+  alphabet: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Raw(NamedTuple):
   num_levels: int | None
   num_classes: int | None
   bounds: tuple[float, float] | None = None
+  alphabet: str | None = None  # Text: the character of each level.
 
 
 def one_line(error: BaseException, limit: int = 200) -> str:

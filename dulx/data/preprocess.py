@@ -64,7 +64,7 @@ def preprocess(ds: Dataset, *, binarize: str = 'none', quantize: int | None = No
 
   Raises:
     ConfigError (one line): an unknown binarize mode, both options, binarizing
-      continuous data, k < 2 or k > L, or data already stochastically binarized.
+      continuous data, k < 2 or k > L, data already stochastically binarized, or text.
   """
   if binarize not in BINARIZE:
     raise ConfigError(f'binarize={binarize!r} is not one of {", ".join(BINARIZE)}.')
@@ -75,4 +75,7 @@ def preprocess(ds: Dataset, *, binarize: str = 'none', quantize: int | None = No
                       'choose one.')
   if ds.stochastic_binarization:
     raise ConfigError(f'{ds.info.spec} is already stochastically binarized.')
+  if ds.info.alphabet is not None:
+    raise ConfigError(f'{ds.info.spec} is text: its levels are characters and cannot be '
+                      'binarized or quantized.')
   return _quantize(ds, quantize) if quantize is not None else _binarize(ds, binarize)

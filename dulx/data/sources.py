@@ -123,5 +123,6 @@ def load(spec: str, split: str = splits.DEFAULT_SPLIT) -> Dataset:
   x = raw.x[start:stop].astype(np.int32 if raw.num_levels else np.float32)
   y = None if raw.y is None else raw.y[start:stop].astype(np.int32)
   info = DatasetInfo(spec=spec, split=str(parsed), shape=tuple(x.shape[1:]),
-                     num_levels=raw.num_levels, num_classes=raw.num_classes, bounds=raw.bounds)
+                     num_levels=raw.num_levels, num_classes=raw.num_classes, bounds=raw.bounds,
+                     alphabet=raw.alphabet)
   return Dataset(x, y, info)

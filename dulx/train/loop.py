@@ -205,9 +205,16 @@ def _draw(setup: _Setup, variables: Any, rng: jax.Array, num: int, temperature: 
   return np.asarray(jax.device_get(out))
 
 
-def _save_samples(setup: _Setup, samples: np.ndarray, path: str) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  viz.save_png(path, viz.samples_image(samples, setup.info.num_levels))
+def _save_samples(setup: _Setup, samples: np.ndarray, prefix: str) -> str:
+  """Writes `<prefix>.txt` (text: one sample a line) or `<prefix>.png`; returns its path."""
+  os.makedirs(os.path.dirname(prefix), exist_ok=True)
+  alphabet = setup.info.alphabet
+  if alphabet is not None:
+    with open(prefix + '.txt', 'w') as f:
+      f.writelines(''.join(alphabet[i] for i in row) + '\n' for row in samples.reshape(len(samples), -1))
+    return prefix + '.txt'
+  viz.save_png(prefix + '.png', viz.samples_image(samples, setup.info.num_levels))
+  return prefix + '.png'
 
 
 @contextlib.contextmanager
@@ -329,7 +336,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
         if events['sample']:
           samples = _draw(setup, host.variables(), jax.random.fold_in(jax.random.PRNGKey(config.seed), s),
                           config.num_samples)
-          _save_samples(setup, samples, os.path.join(workdir, 'samples', f'step_{s:08d}.png'))
+          _save_samples(setup, samples, os.path.join(workdir, 'samples', f'step_{s:08d}'))
         if events['checkpoint']:
           checkpoints.save(s, host)
           last_checkpoint = s
@@ -370,7 +377,11 @@ def evaluate(workdir: str, dataset: str | None = None, split: str | None = None)
 
 def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
            output: str | None = None) -> dict[str, Any]:
-  """Draws `num` samples from the latest checkpoint; writes `<output>.png` and `<output>.npy`."""
+  """Draws `num` samples from the latest checkpoint.
+
+  Writes `<output>.npy` and a picture `<output>.png` (text data: `<output>.txt`, one
+  sample a line); returns their paths under 'npy' and 'picture'.
+  """
   if num <= 0:
     raise ConfigError(f'--num_samples must be positive, got {num}.')
   if not temperature > 0:
@@ -380,7 +391,7 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
   output = output or os.path.join(workdir, 'samples', f'sample_step_{step:08d}')
   _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
   samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature)
-  _save_samples(setup, samples, output + '.png')
+  picture = _save_samples(setup, samples, output)
   np.save(output + '.npy', samples)
-  return {'png': output + '.png', 'npy': output + '.npy', 'num': num, 'step': step,
+  return {'picture': picture, 'npy': output + '.npy', 'num': num, 'step': step,
           'shape': list(samples.shape)}
