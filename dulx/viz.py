@@ -5,7 +5,8 @@ import math
 import numpy as np
 from PIL import Image
 
-__all__ = ['image_grid', 'density_image', 'save_png', 'samples_image']
+__all__ = ['image_grid', 'density_image', 'save_png', 'samples_image', 'grid_points', 'density_plot',
+           'latent_plot']
 
 
 def image_grid(images: np.ndarray, num_levels: int, pad: int = 1) -> np.ndarray:
@@ -76,6 +77,66 @@ def samples_image(samples: np.ndarray, num_levels: int | None) -> np.ndarray:
     np.add.at(counts, tuple(samples.T), 1)
     return density_image(counts, scale=max(1, 256 // bins))
   raise ValueError(f'cannot draw samples of shape {samples.shape}.')
+
+
+def grid_points(bounds: tuple[float, float], num_dims: int, resolution: int = 128) -> np.ndarray:
+  """The centres of a regular grid of resolution**D cells over [low, high]^D, D in {1, 2}.
+
+  Returns:
+    [resolution**D, D] float32 in C order (the last dimension varies fastest), so
+    that values computed on the points reshape to a [resolution] * D table whose
+    axis d is dimension d, as `density_plot` takes them.
+  """
+  if num_dims not in (1, 2):
+    raise ValueError(f'grid_points draws 1-D or 2-D grids, got {num_dims} dimensions.')
+  low, high = bounds
+  step = (high - low) / resolution
+  axis = low + step * (np.arange(resolution) + 0.5)
+  mesh = np.meshgrid(*([axis] * num_dims), indexing='ij')
+  return np.stack([m.reshape(-1) for m in mesh], axis=-1).astype(np.float32)
+
+
+def density_plot(log_density: np.ndarray, num_dims: int) -> np.ndarray:
+  """The picture of a density evaluated at the points of `grid_points`.
+
+  Args:
+    log_density: [resolution**D] log p at `grid_points(bounds, D, resolution)`.
+    num_dims: D in {1, 2}.
+
+  Returns:
+    uint8 image about 256 pixels across: for D = 2 a heat map of p (white at its
+    largest value; first dimension horizontal, second upwards), for D = 1 a bar chart.
+  """
+  log_density = np.asarray(log_density, np.float64)
+  resolution = round(log_density.size ** (1.0 / num_dims))
+  if num_dims not in (1, 2) or resolution**num_dims != log_density.size:
+    raise ValueError(f'{log_density.size} values are not a {num_dims}-D grid.')
+  finite = np.where(np.isfinite(log_density), log_density, -np.inf)
+  density = np.exp(finite - finite.max()) if np.isfinite(finite.max()) else np.zeros_like(finite)
+  table = density.reshape((resolution,) * num_dims)
+  return density_image(table, scale=max(1, 256 // resolution))
+
+
+def latent_plot(z: np.ndarray, bounds: tuple[float, float], bins: int = 64) -> np.ndarray:
+  """The histogram of points pushed through a flow, z = forward(x), as a heat image.
+
+  A flow that fits its data maps them onto its base density: uniform on the unit
+  square for a CDF flow (bounds (0, 1)), a standard normal for Gaussian-base flows
+  (bounds (-4, 4), say). Points outside the bounds are left out.
+
+  Args:
+    z: [N, D] float latent points, D in {1, 2}.
+    bounds: (low, high) of the histogram on every axis.
+    bins: bins per axis.
+
+  Returns:
+    uint8 image about 256 pixels across, as `density_image` draws a table.
+  """
+  z = np.asarray(z, np.float64)
+  if z.ndim != 2 or z.shape[1] not in (1, 2):
+    raise ValueError(f'latent_plot draws [N, 1] or [N, 2] points, got shape {z.shape}.')
+  counts, _ = np.histogramdd(z, bins=bins, range=[bounds] * z.shape[1])
+  return density_image(counts, scale=max(1, 256 // bins))
 
 
 def save_png(path: str, image: np.ndarray) -> None:
