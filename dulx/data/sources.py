@@ -7,6 +7,7 @@ Specs:
   idx:PATH       an MNIST IDX images file (+ its labels file beside it), 256 levels.
   npz:PATH       a .npz archive with x uint8 [N, H, W(, C)] and optional y, 256 levels.
   tfds:NAME      an image dataset of tensorflow-datasets (downloads it when needed).
+  text:NAME[:T]  embedded English text (dulx.data.text) in windows of T characters (64).
 """
 
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import numpy as np
 
 from dulx.data import files
 from dulx.data import splits
+from dulx.data import text
 from dulx.data import toy
 from dulx.data.dataset import Dataset
 from dulx.data.dataset import DatasetInfo
@@ -26,8 +28,8 @@ from dulx.errors import DataError
 
 __all__ = ['SPEC_PREFIXES', 'load']
 
-SPEC_PREFIXES = ('digits', 'toy2d:', 'toy1d:', 'idx:', 'npz:', 'tfds:')
-_USAGE = 'digits, toy2d:NAME, toy1d:NAME, idx:PATH, npz:PATH, tfds:NAME'
+SPEC_PREFIXES = ('digits', 'toy2d:', 'toy1d:', 'idx:', 'npz:', 'tfds:', 'text:')
+_USAGE = 'digits, toy2d:NAME, toy1d:NAME, idx:PATH, npz:PATH, tfds:NAME, text:NAME[:T]'
 _DIGITS_LEVELS = 17  # Pixel values 0..16: counts of set pixels in 4x4 blocks of a 32x32 bitmap.
 
 
@@ -82,6 +84,7 @@ _SOURCES = {
     'idx': _Source(lambda path, split: files.read_idx(path), ('train',), 'PATH'),
     'npz': _Source(lambda path, split: files.read_npz(path), ('train',), 'PATH'),
     'tfds': _Source(_tfds, None, 'NAME'),
+    'text': _Source(text.load, text.SPLITS, 'NAME'),
 }
 
 
@@ -100,14 +103,16 @@ def load(spec: str, split: str = splits.DEFAULT_SPLIT) -> Dataset:
   """Loads `split` of the dataset `spec` into memory.
 
   Args:
-    spec: one of 'digits', 'toy2d:NAME', 'toy1d:NAME', 'idx:PATH', 'npz:PATH', 'tfds:NAME'.
+    spec: one of 'digits', 'toy2d:NAME', 'toy1d:NAME', 'idx:PATH', 'npz:PATH', 'tfds:NAME',
+      'text:NAME[:T]'.
     split: a tfds-style split (see dulx.data.splits): 'train', 'train[:80%]', '[8000:]', ...
       digits, idx and npz have the one split 'train' (the whole set); toy sets have
-      'train' (20000 points) and 'test' (5000); tfds datasets have their own.
+      'train' (20000 points) and 'test' (5000); text has 'train' (the first 90% of the
+      characters) and 'test' (the rest); tfds datasets have their own.
 
   Returns:
-    Dataset with x int32 levels [N, *shape] (images [N, H, W, C]) or float32 points
-    [N, D] (toy sets), y int32 [N] or None, and its DatasetInfo.
+    Dataset with x int32 levels [N, *shape] (images [N, H, W, C], text [N, T]) or
+    float32 points [N, D] (toy sets), y int32 [N] or None, and its DatasetInfo.
 
   Raises:
     DataError (one line): an unknown spec, a missing or corrupt file, an unknown,
