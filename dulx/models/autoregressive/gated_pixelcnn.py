@@ -224,12 +224,12 @@ class GatedPixelCNN(nn.Module):
     i, j = jnp.divmod(pixel, width)
     u = (x.astype(jnp.float32) / (self.num_levels - 1)).astype(self.dtype) - 0.5
     k0, k = self.first_kernel_size // 2, self.kernel_size // 2
-    zeros = lambda *shape: (lambda: jnp.zeros(shape, self.dtype))
-    vertical_rows = [None] + [
-        self.variable('cache', f'vertical_rows{l}', zeros(batch, k + 1, width + 2 * k, self.channels))
-        for l in range(1, self.num_layers)]
+    for l in range(1, self.num_layers):
+      self.variable('cache', f'vertical_rows{l}', jnp.zeros,
+                    (batch, k + 1, width + 2 * k, self.channels), self.dtype)
     horizontal_rows = [None] + [
-        self.variable('cache', f'horizontal_row{l}', zeros(batch, 1, width + k, self.channels))
+        self.variable('cache', f'horizontal_row{l}', jnp.zeros,
+                      (batch, 1, width + k, self.channels), self.dtype)
         for l in range(1, self.num_layers)]
     # Row 0 links the zero row that shift_down puts above the image.
     links = [self.variable('cache', f'link{l}',
