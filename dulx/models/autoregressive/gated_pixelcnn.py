@@ -218,7 +218,7 @@ class GatedPixelCNN(nn.Module):
       float32 logits of dimension t: [B, 1] (Bernoulli) or [B, 1, L] (categorical).
     """
     self._check(x, y)
-    height, width, channels = self.event_shape
+    _, width, channels = self.event_shape
     batch = x.shape[0]
     pixel, c = jnp.divmod(t, channels)
     i, j = jnp.divmod(pixel, width)
