@@ -49,7 +49,8 @@ if TYPE_CHECKING:
   from dulx.data import DatasetInfo
 
 __all__ = ['AutoregressiveFlow', 'AutoregressiveLayer', 'BUILDERS', 'MADEConditioner',
-           'TRANSFORMS', 'affine', 'build_iaf', 'build_maf', 'rational_quadratic_spline']
+           'TRANSFORMS', 'affine', 'build_iaf', 'build_maf', 'from_flow_space',
+           'rational_quadratic_spline', 'to_flow_space']
 
 TRANSFORMS = ('affine', 'spline')
 _MIN_BIN = 1e-3
@@ -148,6 +149,39 @@ def rational_quadratic_spline(x: jax.Array, params: jax.Array, *, tail_bound: fl
   if inverse:
     log_derivative = -log_derivative
   return jnp.where(inside, out, x), jnp.where(inside, log_derivative, 0.0)
+
+
+def to_flow_space(rng: jax.Array | None, x: jax.Array, num_levels: int | None,
+                  alpha: float) -> tuple[jax.Array, jax.Array | float]:
+  """The input of a flow over `x`, and the log-Jacobian to add to the flow's log p.
+
+  Continuous points pass unchanged (term 0). Discrete levels are dequantized and
+  mapped to logit space, w = logit(alpha + (1 - 2 alpha) (x + u) / L), u ~ U[0, 1)^D
+  from `rng`; the term is the logit map's log-Jacobian minus D log L, so that
+  log p_flow(w) + term is a one-sample estimate of a lower bound on log P(x)
+  (`dulx.models.flows.base`).
+
+  Args:
+    rng: PRNG key of the dequantization noise (unused for continuous data).
+    x: [B, ...] int levels in [0, num_levels), or float points.
+    num_levels: L, or None for continuous data.
+    alpha: the logit map's margin.
+
+  Returns:
+    w: [B, ...] float32, and the term: [B] float32 (discrete) or 0.0.
+  """
+  if num_levels is None:
+    return x.astype(jnp.float32), 0.0
+  v = base.dequantize_uniform(rng, x, num_levels)
+  w, logit_logdet = base.logit_preprocess(v, alpha)
+  return w, logit_logdet + base.discrete_log_prob_offset(math.prod(x.shape[1:]), num_levels)
+
+
+def from_flow_space(w: jax.Array, num_levels: int | None, alpha: float) -> jax.Array:
+  """The inverse of `to_flow_space`: int32 levels for discrete data (the level each value falls in), else w."""
+  if num_levels is None:
+    return w
+  return base.levels_from_unit(base.logit_postprocess(w, alpha), num_levels)
 
 
 class MADEConditioner(nn.Module):
@@ -380,12 +414,8 @@ class AutoregressiveFlow(nn.Module):
     """
     del train
     check_event_shape(x, self.event_shape)
-    if self.num_levels is None:
-      w, extra = x.astype(jnp.float32), 0.0
-    else:
-      v = base.dequantize_uniform(self.make_rng('dequantize'), x, self.num_levels)
-      w, logit_logdet = base.logit_preprocess(v, self.alpha)
-      extra = logit_logdet + base.discrete_log_prob_offset(self.num_dims, self.num_levels)
+    rng = None if self.num_levels is None else self.make_rng('dequantize')
+    w, extra = to_flow_space(rng, x, self.num_levels, self.alpha)
     z, logdet = self.forward(w, y)
     return base.standard_normal_log_prob(z) + logdet + extra
 
@@ -398,10 +428,7 @@ class AutoregressiveFlow(nn.Module):
       level each dequantized value falls in), float32 points otherwise.
     """
     z = temperature * jax.random.normal(rng, (num, *self.event_shape), jnp.float32)
-    w, _ = self.inverse(z, y)
-    if self.num_levels is None:
-      return w
-    return base.levels_from_unit(base.logit_postprocess(w, self.alpha), self.num_levels)
+    return from_flow_space(self.inverse(z, y)[0], self.num_levels, self.alpha)
 
 
 def _build(kind: str, info: 'DatasetInfo', dtype: Any, num_layers: int,

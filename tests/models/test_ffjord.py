@@ -1,0 +1,143 @@
+"""FFJORD: invertibility, exact-trace logdet by Jacobian, Hutchinson unbiasedness, learning.
+
+The model lives in dulx.models.flows.ffjord (module `ffjord`).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dulx import data as dulx_data
+from dulx import sampling
+from dulx.errors import ConfigError
+from dulx.models import build_model
+from dulx.models.flows.ffjord import FFJORD
+from tests import helpers
+
+pytest.importorskip('diffrax')  # The ODE solver; ffjord's builder refuses to run without it.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _flow(event_shape, tolerance=1e-7, **fields):
+  model = FFJORD(event_shape=event_shape, hidden_sizes=(16, 16), rtol=tolerance, atol=tolerance,
+                 **fields)
+  return model, helpers.random_variables(model, scale=0.5)
+
+
+@pytest.mark.parametrize('event_shape,jit', [((2,), True), ((2, 2, 1), False)], ids=['2-jit', '2x2x1-nojit'])
+def test_round_trips_and_logdets_cancel(event_shape, jit):
+  model, variables = _flow(event_shape)
+  forward = lambda x: model.apply(variables, x, method='forward')
+  inverse = lambda z: model.apply(variables, z, method='inverse')
+  if jit:
+    forward, inverse = jax.jit(forward), jax.jit(inverse)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((8, *event_shape)), jnp.float32)
+  z, logdet = forward(x)
+  chex.assert_shape((z, logdet), [(8, *event_shape), (8,)])
+  assert np.abs(np.asarray(z - x)).max() > 0.05, 'the flow should move the points'
+  x_back, inverse_logdet = inverse(z)
+  # Tolerances 1e-7 on an O(1) state: the two solves agree to float32 round-off.
+  np.testing.assert_allclose(x_back, x, atol=1e-4)
+  np.testing.assert_allclose(logdet + inverse_logdet, 0.0, atol=1e-4)
+
+
+def test_exact_trace_logdet_is_the_log_jacobian_determinant_of_the_solved_map():
+  model, variables = _flow((3,))
+  x = jnp.asarray(np.random.default_rng(1).standard_normal((5, 3)), jnp.float32)
+  one = lambda v: model.apply(variables, v[None], method='forward')[0][0]
+  jacobians = jax.vmap(jax.jacrev(one))(x)
+  sign, expected = np.linalg.slogdet(np.asarray(jacobians, np.float64))
+  assert np.all(sign > 0), 'an ODE flow preserves orientation'
+  assert np.abs(expected).min() > 0.05, 'the test needs a map with a non-trivial volume change'
+  logdet = model.apply(variables, x, method='forward')[1]
+  np.testing.assert_allclose(logdet, expected, atol=1e-4)
+
+
+def test_hutchinson_estimate_is_unbiased_for_the_exact_log_prob():
+  model, variables = _flow((3,), tolerance=1e-5)
+  x = jnp.asarray(np.random.default_rng(2).standard_normal((4, 3)), jnp.float32)
+  exact = model.apply(variables, x, method='log_prob')
+  estimate = jax.jit(jax.vmap(lambda rng: model.apply(
+      variables, x, train=True, method='log_prob', rngs={'noise': rng})))(
+          jax.random.split(jax.random.PRNGKey(3), 256))
+  estimate = np.asarray(estimate, np.float64)
+  assert estimate.std(axis=0).min() > 0, 'the training estimate should be stochastic'
+  standard_error = estimate.std(axis=0) / np.sqrt(estimate.shape[0])
+  assert np.all(np.abs(estimate.mean(axis=0) - exact) < 5 * standard_error + 1e-3)
+
+
+def test_density_integrates_to_one():
+  model, variables = _flow((2,), tolerance=1e-5)
+  # The flow moves N(0, I) by O(1) over T = 1, so [-9, 9]^2 holds all but ~1e-10 of
+  # the mass; at spacing 0.1 the trapezoid rule on this smooth density errs < 1e-4.
+  axis = np.linspace(-9.0, 9.0, 181)
+  grid = np.stack(np.meshgrid(axis, axis, indexing='ij'), axis=-1).reshape(-1, 2)
+  log_p = jax.jit(lambda x: model.apply(variables, x, method='log_prob'))(jnp.asarray(grid, jnp.float32))
+  p = np.exp(np.asarray(log_p, np.float64)).reshape(181, 181)
+  total = np.trapezoid(np.trapezoid(p, axis, axis=0), axis)
+  assert abs(total - 1.0) < 2e-3, f'the density integrates to {total}'
+
+
+def test_loss_falls_and_samples_are_valid():
+  ds = dulx_data.load('digits', 'train[:64]')
+  x = jnp.asarray(ds.x[:, 3:5, 3:5])  # 2x2 central pixels, 17 levels: 4 dims.
+  model = FFJORD(event_shape=(2, 2, 1), num_levels=17, hidden_sizes=(32,), rtol=1e-3, atol=1e-3)
+  params = helpers.random_variables(model, scale=0.1)['params']
+
+  def nll(params, rng):
+    rngs = dict(zip(('dequantize', 'noise'), jax.random.split(rng)))
+    return -model.apply({'params': params}, x, train=True, method='log_prob', rngs=rngs).mean() / 4
+
+  before = nll(params, jax.random.PRNGKey(0))
+  params, losses = helpers.fit_adam(nll, params, jax.random.PRNGKey(1), num_steps=30,
+                                    learning_rate=1e-2)
+  assert losses[-5:].mean() < before - 0.2, (before, losses)
+  for temperature in (1.0, 0.7):
+    samples = np.asarray(sampling.sample(model, {'params': params}, jax.random.PRNGKey(2), 16,
+                                         temperature=temperature))
+    chex.assert_shape(samples, (16, 2, 2, 1))
+    assert samples.dtype == np.int32 and samples.min() >= 0 and samples.max() < 17
+
+
+def test_build_sets_options():
+  model = build_model('ffjord', helpers.dataset_info((2,), None),
+                      {'hidden_sizes': [8, 8], 'activation': 'tanh', 'integration_time': 0.5,
+                       'rtol': 1e-4, 'atol': 1e-6, 'max_steps': 50})
+  assert (model.hidden_sizes, model.activation, model.integration_time) == ((8, 8), 'tanh', 0.5)
+  assert (model.rtol, model.atol, model.max_steps, model.num_levels) == (1e-4, 1e-6, 50, None)
+
+
+@pytest.mark.parametrize('options,match', [
+    ({'hidden_sizes': ()}, 'hidden_sizes'),
+    ({'hidden_sizes': (8, 0)}, 'hidden_sizes'),
+    ({'activation': 'relu'}, 'activation'),
+    ({'integration_time': 0.0}, 'integration_time'),
+    ({'rtol': -1e-5}, 'rtol'),
+    ({'atol': 0}, 'atol'),
+    ({'max_steps': 0}, 'max_steps'),
+    ({'conditional': True}, 'unknown option'),
+])
+def test_build_refuses(options, match):
+  with pytest.raises(ConfigError, match=match) as error:
+    build_model('ffjord', helpers.dataset_info((2,), None), options)
+  assert '\n' not in str(error.value)
+
+
+def test_experiment_script_trains_a_few_steps_on_digits(tmp_path):
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'experiments', 'ffjord.py'),
+       f'--flagfile={os.path.join(REPO, "experiments/configs/ffjord_digits.flags")}',
+       '--hidden_sizes=8', '--rtol=1e-2', '--atol=1e-2', '--batch_size=16', '--num_steps=2',
+       '--eval_every=0', '--checkpoint_every=0', '--num_samples=4', '--eval_batch_size=16',
+       '--train_split=train[:64]', '--eval_split=train[64:80]', f'--workdir={tmp_path / "run"}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  assert out['step'] == 2 and np.isfinite(out['bits_per_dim']) and np.isfinite(out['nll'])
