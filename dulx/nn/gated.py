@@ -6,8 +6,9 @@ whose receptive field has a blind spot, by two stacks:
 
 - the vertical stack, a (k // 2 + 1) x k convolution over the current row and the
   k // 2 rows above it (`VerticalConv`). It sees pixels to the right of (h, w) in row
-  h, so its output is shifted down one row (`shift_down`) before it may feed pixel
-  (h, w); then it sees every earlier row of a window that widens with depth.
+  h, so its output is shifted down one row (`dulx.nn.shifted_conv.down_shift`, as
+  PixelCNN++'s vertical stream does) before it may feed pixel (h, w); then it sees
+  every earlier row of a window that widens with depth.
 - the horizontal stack, a 1 x (k // 2 + 1) convolution over the k // 2 pixels to the
   left of (h, w) and (h, w) itself (`HorizontalConv`). Only the tap on (h, w) is
   masked, by the channel groups R < G < B as in `dulx.nn.masked_conv`: mask 'A' (the
@@ -35,7 +36,7 @@ import numpy as np
 
 from dulx.nn.masked_conv import _AUTO_IMPL, IMPLS, channel_groups
 
-__all__ = ['HorizontalConv', 'VerticalConv', 'gate', 'horizontal_mask', 'shift_down']
+__all__ = ['HorizontalConv', 'VerticalConv', 'gate', 'horizontal_mask']
 
 
 def gate(a: jax.Array) -> jax.Array:
@@ -46,11 +47,6 @@ def gate(a: jax.Array) -> jax.Array:
   """
   a_f, a_g = jnp.split(a, 2, axis=-1)
   return jnp.tanh(a_f) * jax.nn.sigmoid(a_g)
-
-
-def shift_down(x: jax.Array) -> jax.Array:
-  """[B, H, W, F] -> [B, H, W, F] with row h holding row h - 1 of x (row 0 zeros)."""
-  return jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
 
 
 def _resolve(impl: str) -> str:
@@ -98,7 +94,7 @@ class VerticalConv(nn.Module):
 
   x: [B, H, W, in] -> [B, H, W, features] in `dtype`, 'SAME' size: output (h, w)
   depends on input (h', w') for h - k // 2 <= h' <= h and |w' - w| <= k // 2 (zero
-  padding outside the image). Causal only after `shift_down`. Parameters (float32):
+  padding outside the image). Causal only after `down_shift`. Parameters (float32):
   'kernel' [k // 2 + 1, k, in, features] and 'bias' [features].
 
   Attributes:

@@ -5,7 +5,7 @@ that sees the rows above and a horizontal stack that sees the current row up to 
 pixel, joined so that the receptive field has no blind spot. Gated layer l (of N):
 
     a_v = VConv_l(v)                                     vertical, rows <= h, 2F features
-    a_h = HConv_l(h) + Link_l(shift_down(a_v))           horizontal + rows < h
+    a_h = HConv_l(h) + Link_l(down_shift(a_v))           horizontal + rows < h
     v   = gate(a_v + E^v_l[y])                           (not needed after the last layer)
     g   = gate(a_h + E^h_l[y])                           gate(a) = tanh(a_f) * sigmoid(a_g)
     h   = Out_l(g) (+ h for l > 0)                       1x1, residual
@@ -41,8 +41,9 @@ from dulx import distributions
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_choice, require_int, require_levels
 from dulx.models import resolve_likelihood
-from dulx.nn.gated import HorizontalConv, VerticalConv, gate, shift_down
+from dulx.nn.gated import HorizontalConv, VerticalConv, gate
 from dulx.nn.masked_conv import IMPLS, MaskedConv2D
+from dulx.nn.shifted_conv import down_shift
 
 if TYPE_CHECKING:
   from dulx.data import DatasetInfo
@@ -164,7 +165,7 @@ class GatedPixelCNN(nn.Module):
     h, skip = None, 0.0
     for l in range(self.num_layers):
       a_v = self.vertical[l](v)
-      a_h = self.horizontal[l](v if h is None else h) + self.link[l](shift_down(a_v))
+      a_h = self.horizontal[l](v if h is None else h) + self.link[l](down_shift(a_v))
       h, s = self._gated_layer(l, a_h, h, y)
       skip = skip + s
       if l < self.num_layers - 1:
@@ -203,7 +204,7 @@ class GatedPixelCNN(nn.Module):
     The cache holds, per layer l >= 1, the last k // 2 + 1 rows of the vertical
     stack's input (`vertical_rows{l}`, zero padded) and the current row of the
     horizontal stack's input (`horizontal_row{l}`); per layer, the current row's
-    link Link_l(shift_down(a_v)) (`link{l}`). Layer 0 reads x itself. When a row
+    link Link_l(down_shift(a_v)) (`link{l}`). Layer 0 reads x itself. When a row
     i > 0 starts, row i - 1 of every vertical layer is computed (`nn.cond`, so only
     then); every step recomputes the horizontal stack at (i, j), whose features at
     a pixel do not depend on its last channel, so the final write is exact.
@@ -231,7 +232,7 @@ class GatedPixelCNN(nn.Module):
         self.variable('cache', f'horizontal_row{l}', jnp.zeros,
                       (batch, 1, width + k, self.channels), self.dtype)
         for l in range(1, self.num_layers)]
-    # Row 0 links the zero row that shift_down puts above the image.
+    # Row 0 links the zero row that down_shift puts above the image.
     links = [self.variable('cache', f'link{l}',
                            lambda l=l: self.link[l](jnp.zeros((batch, 1, width, 2 * self.channels),
                                                               self.dtype)))
