@@ -63,22 +63,24 @@ class VariationalDequantizer(nn.Module):
   num_couplings: int = 4
   dtype: Any = jnp.float32
 
+  def setup(self):
+    self.context_convs = [nn.Conv(self.hidden, (3, 3), dtype=self.dtype) for _ in range(2)]
+    self.flow = Chain([Coupling(ConvNet(self.hidden, dtype=self.dtype), mask='checkerboard',
+                                parity=i % 2) for i in range(self.num_couplings)])
+
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """x: [B, H, W, C] int levels in [0, L) -> (v [B, H, W, C] float32 in [0, 1), log q [B])."""
     eps = jax.random.normal(self.make_rng('dequantize'), x.shape, jnp.float32)
     return self.from_noise(x, eps)
 
-  @nn.compact
   def from_noise(self, x: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array]:
     """v and log q(u | x) for the noise eps [B, H, W, C] ~ N(0, I): the deterministic part."""
     if x.ndim != 4:
       raise ValueError(f'variational dequantization needs images [B, H, W, C], got shape {x.shape}.')
-    scaled = x.astype(jnp.float32) / (self.num_levels - 1) - 0.5
-    context = nn.relu(nn.Conv(self.hidden, (3, 3), dtype=self.dtype)(scaled.astype(self.dtype)))
-    context = nn.relu(nn.Conv(self.hidden, (3, 3), dtype=self.dtype)(context))
-    flow = Chain([Coupling(ConvNet(self.hidden, dtype=self.dtype), mask='checkerboard', parity=i % 2)
-                  for i in range(self.num_couplings)], name='flow')
-    h, logdet = flow.forward(eps, context)
+    context = (x.astype(jnp.float32) / (self.num_levels - 1) - 0.5).astype(self.dtype)
+    for conv in self.context_convs:
+      context = nn.relu(conv(context))
+    h, logdet = self.flow.forward(eps, context)
     u = jax.nn.sigmoid(h)
     log_sigmoid_jacobian = jax.nn.log_sigmoid(h) + jax.nn.log_sigmoid(-h)
     log_q = (base.standard_normal_log_prob(eps) - logdet
