@@ -10,7 +10,6 @@ import functools
 import math
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -23,11 +23,8 @@ from typing import Any, Literal, TYPE_CHECKING
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dulx.errors import ConfigError
-from dulx.models import condition_classes, require_choice, require_int, require_levels
-from dulx.models import require_positive_sizes
-from dulx.models.flows.dequantization import DEQUANTIZATIONS
-from dulx.models.flows.image_flow import PRIORS, ImageFlow
+from dulx.models import condition_classes, require_choice, require_int, require_positive_sizes
+from dulx.models.flows.image_flow import PRIORS, ImageFlow, image_flow_fields, require_squeezable
 from dulx.models.flows.layers import ActNorm, BatchNorm, Chain, ConvNet, Coupling, FactorOut
 from dulx.models.flows.layers import MLP, Reshape, Scaling, Squeeze, Unsqueeze
 
@@ -93,37 +90,6 @@ class RealNVP(ImageFlow):
     if self.norm not in NORMS:
       raise ValueError(f'unknown norm {self.norm!r}; expected one of {NORMS}.')
     return self._scale(0)
-
-
-def _require_images(info: 'DatasetInfo', model: str) -> tuple[int, int, int]:
-  if len(info.shape) != 3:
-    raise ConfigError(f'{model} models images of shape (H, W, C), but {info.spec!r} has '
-                      f'examples of shape {tuple(info.shape)}.')
-  return tuple(info.shape)
-
-
-def require_alpha(alpha: Any) -> float:
-  """The logit margin alpha as a float in (0, 0.5)."""
-  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
-    raise ConfigError(f'--alpha must be a number in (0, 0.5), got {alpha!r}.')
-  return float(alpha)
-
-
-def require_squeezable(shape: tuple[int, int, int], squeezes: int, flag: str) -> None:
-  """ConfigError unless H and W are divisible by 2^squeezes."""
-  h, w, _ = shape
-  if h % 2**squeezes or w % 2**squeezes:
-    raise ConfigError(f'--{flag} needs height and width divisible by {2**squeezes}, '
-                      f'but the images are {h}x{w}.')
-
-
-def image_flow_fields(info: 'DatasetInfo', model: str, dequantization: Any, dequantization_hidden: Any,
-                      alpha: Any) -> dict[str, Any]:
-  """The validated fields every ImageFlow shares (but num_classes)."""
-  return dict(event_shape=_require_images(info, model), num_levels=require_levels(info, model),
-              dequantization=require_choice('dequantization', dequantization, DEQUANTIZATIONS),
-              dequantization_hidden=require_int('dequantization_hidden', dequantization_hidden),
-              alpha=require_alpha(alpha))
 
 
 def build_nice(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_couplings: int = 4,

@@ -18,12 +18,10 @@ same density, written as a flow.
 from typing import Any, Literal, TYPE_CHECKING
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from dulx.models import condition_classes, require_bool, require_int
-from dulx.models.flows.coupling import image_flow_fields, require_squeezable
-from dulx.models.flows.image_flow import ImageFlow
+from dulx.models.flows.image_flow import ImageFlow, image_flow_fields, require_squeezable
 from dulx.models.flows.layers import ActNorm, Chain, ConvNet, Coupling, FactorOut, Invertible1x1Conv
 from dulx.models.flows.layers import Repeat, Squeeze, Unsqueeze, ZeroConv
 

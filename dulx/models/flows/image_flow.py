@@ -13,17 +13,21 @@ w = f^-1(z), v = (sigmoid(w) - alpha) / (1 - 2 alpha), x = floor(L v).
 """
 
 import math
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dulx.models import check_event_shape
+from dulx.errors import ConfigError
+from dulx.models import check_event_shape, require_choice, require_int, require_levels
 from dulx.models.flows import base
-from dulx.models.flows.dequantization import make_dequantizer
+from dulx.models.flows.dequantization import DEQUANTIZATIONS, make_dequantizer
 
-__all__ = ['ImageFlow', 'PRIORS']
+if TYPE_CHECKING:
+  from dulx.data import DatasetInfo
+
+__all__ = ['ImageFlow', 'PRIORS', 'image_flow_fields', 'require_alpha', 'require_squeezable']
 
 PRIORS = ('normal', 'logistic')
 
@@ -135,3 +139,37 @@ class ImageFlow(nn.Module):
     z = shift + jnp.exp(log_scale) * (temperature * z0)
     w, _ = self.flow.inverse(z)
     return base.levels_from_unit(base.logit_postprocess(w, self.alpha), self.num_levels)
+
+
+# Checks that the builders of image flows share (each raises ConfigError with one line).
+
+
+def _require_images(info: 'DatasetInfo', model: str) -> tuple[int, int, int]:
+  if len(info.shape) != 3:
+    raise ConfigError(f'{model} models images of shape (H, W, C), but {info.spec!r} has '
+                      f'examples of shape {tuple(info.shape)}.')
+  return tuple(info.shape)
+
+
+def require_alpha(alpha: Any) -> float:
+  """The logit margin alpha as a float in (0, 0.5)."""
+  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
+    raise ConfigError(f'--alpha must be a number in (0, 0.5), got {alpha!r}.')
+  return float(alpha)
+
+
+def require_squeezable(shape: tuple[int, int, int], squeezes: int, flag: str) -> None:
+  """ConfigError unless H and W are divisible by 2^squeezes."""
+  h, w, _ = shape
+  if h % 2**squeezes or w % 2**squeezes:
+    raise ConfigError(f'--{flag} needs height and width divisible by {2**squeezes}, '
+                      f'but the images are {h}x{w}.')
+
+
+def image_flow_fields(info: 'DatasetInfo', model: str, dequantization: Any, dequantization_hidden: Any,
+                      alpha: Any) -> dict[str, Any]:
+  """The validated fields every ImageFlow shares (but num_classes)."""
+  return dict(event_shape=_require_images(info, model), num_levels=require_levels(info, model),
+              dequantization=require_choice('dequantization', dequantization, DEQUANTIZATIONS),
+              dequantization_hidden=require_int('dequantization_hidden', dequantization_hidden),
+              alpha=require_alpha(alpha))
