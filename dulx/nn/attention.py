@@ -15,11 +15,13 @@ the strict mask position 0 has no allowed key; its attention output is zero.
 
 Both paths run `jax.nn.dot_product_attention` (logits and softmax in float32
 whatever the compute dtype) where the value heads are as wide as the key heads, and
-the same maths as two einsums otherwise (PixelSNAIL's small keys, wide values). `decode` is the same layer one
-position at a time (the KV cache of autoregressive transformers): keys and values
-of positions < t live in the 'cache' collection as [B, T, H, D] arrays, position t
-writes its own and attends to positions <= t (< t when strict), computing what the
-full pass computes at t.
+the same maths as two einsums otherwise (PixelSNAIL's small keys, wide values).
+
+`decode` is the same layer one position at a time (the KV cache of autoregressive
+transformers): keys and values live in the 'cache' collection as [B, T, H, D] arrays;
+step t writes the newest position that t reads (t itself, or t - 1 when strict: a
+strict key may depend on data drawn only at step t) and attends to positions <= t
+(< t when strict), computing what the full pass computes at t.
 """
 
 from typing import Any
@@ -131,25 +133,33 @@ class CausalSelfAttention(nn.Module):
 
     The cache variables 'cached_key' [B, length, H, D] and 'cached_value'
     [B, length, H, D_v] are created (zeros) on the first call; apply with
-    mutable=['cache'], positions in order t = 0, 1, ...
+    mutable=['cache'], positions in order t = 0, 1, ... (repeating a step is harmless:
+    it rewrites the same entry).
 
     Args:
       x: [B, 1, E] queries' input at position t.
       t: int32 scalar position in [0, length).
       length: T, the sequence length (static; sizes the cache).
-      context: [B, 1, E_c] keys' and values' input at position t; default x.
+      context: [B, 1, E_c] keys' and values' input at position t, or when strict at
+        position t - 1 (ignored at t = 0); default x (not strict).
 
     Returns:
       [B, 1, out_features] in `dtype`: row t of the full pass.
     """
-    context = x if context is None else context
+    if context is None:
+      if self.strict:
+        raise ValueError('a strict decode step needs the context of the previous position.')
+      context = x
     q, k, v = self._project(x, context)
+
     def cache(name, a):
       return self.variable('cache', name, jnp.zeros, (a.shape[0], length, *a.shape[2:]), a.dtype)
 
     cached_k, cached_v = cache('cached_key', k), cache('cached_value', v)
-    cached_k.value = jax.lax.dynamic_update_slice_in_dim(cached_k.value, k, t, axis=1)
-    cached_v.value = jax.lax.dynamic_update_slice_in_dim(cached_v.value, v, t, axis=1)
+    # At t = 0 a strict step writes slot 0 too; no step reads it before t = 1 rewrites it.
+    newest = jnp.maximum(t - 1, 0) if self.strict else t
+    cached_k.value = jax.lax.dynamic_update_slice_in_dim(cached_k.value, k, newest, axis=1)
+    cached_v.value = jax.lax.dynamic_update_slice_in_dim(cached_v.value, v, newest, axis=1)
     positions = jnp.arange(length)
     allowed = positions < t if self.strict else positions <= t
     heads = attend(q, cached_k.value, cached_v.value, allowed[None, None, None, :])

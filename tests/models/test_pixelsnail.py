@@ -1,4 +1,4 @@
-"""PixelSNAIL: causality by Jacobian, normalisation, sampling, learning, builder errors."""
+"""PixelSNAIL: causality by Jacobian, normalisation, cached sampling, learning, builder errors."""
 
 import json
 import os
@@ -29,7 +29,7 @@ def _model(event_shape, num_levels, **fields):
 
 
 @pytest.mark.parametrize('event_shape,num_levels,num_classes,fields', [
-    ((5, 5, 1), 2, None, dict(num_blocks=2, num_heads=2)),
+    ((4, 4, 1), 2, None, dict(num_blocks=2, num_heads=2)),
     ((3, 3, 3), 4, None, {}),
     ((4, 4, 1), 3, 3, dict(conv_impl='xla'))])
 def test_each_output_sees_exactly_the_earlier_inputs(event_shape, num_levels, num_classes, fields):
@@ -74,23 +74,51 @@ def test_log_prob_sums_to_one(case):
         model.event_shape, model.num_levels)
 
 
-def test_samples_and_completion():
-  model = _model((3, 3, 3), 4, num_classes=2)
+@pytest.mark.parametrize('event_shape,num_levels,num_classes,fields', [
+    ((4, 4, 1), 2, None, dict(num_residual=2)),
+    ((3, 3, 3), 4, 2, dict(num_blocks=2, num_heads=2, kernel_size=5))])
+def test_cached_samples_equal_naive_samples(event_shape, num_levels, num_classes, fields):
+  model = _model(event_shape, num_levels, num_classes=num_classes, **fields)
   variables = helpers.random_variables(model, scale=0.5)
   num, rng = 16, jax.random.PRNGKey(0)
-  y = jnp.arange(num) % 2
-  samples = sampling.sample(model, variables, rng, num, y=y, temperature=0.8)
-  chex.assert_shape(samples, (num, 3, 3, 3))
-  assert samples.dtype == jnp.int32 and 0 <= samples.min() and samples.max() < 4
-  assert len(np.unique(np.asarray(samples))) > 1
-  given = jnp.asarray(np.random.default_rng(0).integers(0, 4, (num, 3, 3, 3)), jnp.int32)
-  given_mask = jnp.zeros((3, 3, 3), bool).at[0].set(True).at[1, 1, 0].set(True)
-  completed = np.asarray(sampling.sample(model, variables, rng, num, y=y, given=given,
-                                         given_mask=given_mask, temperature=0.8))
-  kept = np.broadcast_to(np.asarray(given_mask), completed.shape)
-  np.testing.assert_array_equal(completed[kept], np.asarray(given)[kept])
-  assert np.any(completed[~kept] != np.asarray(given)[~kept])
-  assert not sampling.autoregressive.supports_cache(model)
+  y = None if num_classes is None else jnp.arange(num) % num_classes
+  naive = sampling.sample(model, variables, rng, num, y=y, method='naive')
+  cached = sampling.sample(model, variables, rng, num, y=y, method='cached')
+  np.testing.assert_array_equal(naive, cached)
+  chex.assert_shape(cached, (num, *event_shape))
+  assert cached.dtype == jnp.int32 and 0 <= cached.min() and cached.max() < num_levels
+  assert len(np.unique(np.asarray(cached))) > 1
+  # Completion: the first row and one sub-pixel given; both samplers agree and keep them.
+  given = jnp.asarray(np.random.default_rng(0).integers(0, num_levels, (num, *event_shape)),
+                      jnp.int32)
+  given_mask = jnp.zeros(event_shape, bool).at[0].set(True).at[1, 1, 0].set(True)
+  completions = [np.asarray(sampling.sample(model, variables, rng, num, y=y, given=given,
+                                            given_mask=given_mask, method=method))
+                 for method in ('naive', 'cached')]
+  np.testing.assert_array_equal(completions[0], completions[1])
+  kept = np.broadcast_to(np.asarray(given_mask), completions[1].shape)
+  np.testing.assert_array_equal(completions[1][kept], np.asarray(given)[kept])
+  assert np.any(completions[1][~kept] != np.asarray(given)[~kept])
+
+
+def test_decode_equals_the_full_pass():
+  model = _model((3, 4, 3), 3, num_classes=2, num_residual=2)
+  # Scale 0.2 keeps the logits O(1), where float32 rounding is ~1e-7.
+  variables = helpers.random_variables(model, scale=0.2)
+  x = jnp.asarray(np.random.default_rng(1).integers(0, 3, (4, 3, 4, 3)), jnp.int32)
+  y = jnp.array([0, 1, 1, 0])
+
+  @jax.jit
+  def decode_all(x):
+    _, cache = model.apply(variables, x, 0, y, method='decode', mutable=['cache'])
+    def step(cache, t):
+      out, cache = model.apply({**variables, **cache}, x, t, y, method='decode', mutable=['cache'])
+      return cache, out[:, 0]
+    return jnp.moveaxis(jax.lax.scan(step, cache, jnp.arange(36))[1], 0, 1)
+
+  full = model.apply(variables, x, y).reshape(4, 36, 3)
+  assert np.abs(full).max() > 0.01
+  np.testing.assert_allclose(decode_all(x), full, atol=1e-5, rtol=0)
 
 
 def test_dropout_only_when_training():

@@ -60,9 +60,11 @@ def test_decode_step_by_step_equals_the_full_pass(strict):
     _, cache = layer.apply(variables, x[:, :1], 0, LENGTH, context[:, :1], method='decode',
                            mutable=['cache'])
     def step(cache, t):
-      row = lambda a: jax.lax.dynamic_slice_in_dim(a, t, 1, axis=1)
-      out, cache = layer.apply({**variables, **cache}, row(x), t, LENGTH, row(context),
-                               method='decode', mutable=['cache'])
+      row = lambda a, i: jax.lax.dynamic_slice_in_dim(a, i, 1, axis=1)
+      # A strict step gets the context of the previous position (its newest key).
+      newest = jnp.maximum(t - 1, 0) if strict else t
+      out, cache = layer.apply({**variables, **cache}, row(x, t), t, LENGTH,
+                               row(context, newest), method='decode', mutable=['cache'])
       return cache, out[:, 0]
     # Restart from the t = 0 cache: its zeros are overwritten step by step.
     _, rows = jax.lax.scan(step, cache, jnp.arange(LENGTH))

@@ -27,6 +27,10 @@ where V y is a learned per-class bias when class-conditional. The attention is s
 (pixel i attends to j < i) because the keys read the raw pixel u_j. The paper's
 convolutions are shifted 2x2 / 2x3 ones; dulx's masked 3x3 ones (`dulx.nn.MaskedConv2D`)
 have PixelCNN's blind spot, which the attention, reaching every earlier pixel, covers.
+
+`decode(x, t)` runs the network at one pixel, with the convolutions' input maps and
+the attentions' keys and values in the 'cache' collection (Ramachandran et al. 2017),
+so the cached sampler draws the naive sampler's samples in O(layers) work per step.
 """
 
 import math
@@ -84,20 +88,52 @@ class GatedResidual(nn.Module):
     return MaskedConv2D(features, self.kernel_size, 'B', dtype=self.dtype, impl=self.conv_impl,
                         name=name)
 
+  def _gate(self, h: jax.Array, a: jax.Array | None, y: jax.Array | None, conv, dropout):
+    """h + A * sigmoid(B) over [..., F] features; conv(z, features, name) is the layer."""
+    features = h.shape[-1]
+    c = conv(nn.elu(h), features, 'conv_in')
+    if a is not None:
+      c = c + nn.Dense(features, dtype=self.dtype, name='aux')(nn.elu(a))
+    c = conv(dropout(nn.elu(c)), 2 * features, 'conv_out')
+    if self.num_classes is not None:
+      class_bias = nn.Embed(self.num_classes, 2 * features, name='class_bias')(y)
+      c = c + class_bias.reshape(class_bias.shape[0], *[1] * (c.ndim - 2), -1)
+    value, gate = jnp.split(c.astype(self.dtype), 2, axis=-1)
+    return h + value * nn.sigmoid(gate)
+
   @nn.compact
   def __call__(self, h: jax.Array, a: jax.Array | None = None, y: jax.Array | None = None, *,
                train: bool = False) -> jax.Array:
     """h: [B, H, W, F], a: [B, H, W, F'] or None, y: [B] labels -> [B, H, W, F] in dtype."""
-    features = h.shape[-1]
-    c = self._conv(features, 'conv_in')(nn.elu(h))
-    if a is not None:
-      c = c + nn.Dense(features, dtype=self.dtype, name='aux')(nn.elu(a))
-    c = nn.Dropout(self.dropout_rate)(nn.elu(c), deterministic=not train)
-    c = self._conv(2 * features, 'conv_out')(c)
-    if self.num_classes is not None:
-      c = c + nn.Embed(self.num_classes, 2 * features, name='class_bias')(y)[:, None, None]
-    value, gate = jnp.split(c.astype(self.dtype), 2, axis=-1)
-    return h + value * nn.sigmoid(gate)
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
+    return self._gate(h, a, y, lambda z, features, name: self._conv(features, name)(z), dropout)
+
+  @nn.compact
+  def decode(self, h: jax.Array, row: jax.Array, col: jax.Array, size: tuple[int, int],
+             a: jax.Array | None = None, y: jax.Array | None = None) -> jax.Array:
+    """The block at pixel (row, col) alone: h [B, F], a [B, F'] or None -> [B, F].
+
+    Each k x k convolution keeps its input map, zero padded, in the 'cache' collection
+    ([B, H + c, W + 2c, F_in], c = k // 2): the pixel's input is written there and the
+    layer runs on the (c + 1) x k window that ends at the pixel, whose output at the
+    pixel is the full convolution's (the masked taps never reach later pixels).
+    Apply with mutable=['cache'], pixels in raster order.
+    """
+    height, width = size
+
+    def conv_at(z, features, name):
+      if self.kernel_size == 1:
+        return self._conv(features, name)(z)
+      c = self.kernel_size // 2
+      inputs = self.variable('cache', f'{name}_inputs', jnp.zeros,
+                             (z.shape[0], height + c, width + 2 * c, z.shape[-1]), z.dtype)
+      inputs.value = jax.lax.dynamic_update_slice(inputs.value, z[:, None, None],
+                                                  (0, row + c, col + c, 0))
+      window = jax.lax.dynamic_slice(inputs.value, (0, row, col, 0),
+                                     (z.shape[0], c + 1, self.kernel_size, z.shape[-1]))
+      return self._conv(features, name)(window)[:, c, c]
+
+    return self._gate(h, a, y, conv_at, lambda z: z)
 
 
 class PixelSNAIL(nn.Module):
@@ -161,7 +197,7 @@ class PixelSNAIL(nn.Module):
       raise ValueError(f'a Bernoulli PixelSNAIL needs num_levels == 2, got {self.num_levels}.')
     if self.num_classes is not None and y is None:
       raise ValueError('this PixelSNAIL is class-conditional: pass labels y [B].')
-    batch, height, width, channels = u.shape
+    batch, height, width, _ = u.shape
     inputs = (2.0 * u - 1.0).astype(self.dtype)
     position = jnp.broadcast_to(jnp.asarray(position_encoding(height, width), self.dtype),
                                 (batch, height, width, 2))
@@ -182,8 +218,16 @@ class PixelSNAIL(nn.Module):
       h = GatedResidual(1, **gated, name=f'block{i}_mix')(
           h, attended.reshape(h.shape), y=y, train=train)
 
-    # The head: pixel-causal features plus, for channel group c, the channels < c of
-    # the pixel itself (a 1x1 mask 'A' convolution, which needs C > 1 to have any tap).
+    return self._head(h, inputs)
+
+  def _head(self, h: jax.Array, inputs: jax.Array) -> jax.Array:
+    """Logits from the features h [B, H', W', F] and the inputs [B, H', W', C] of the same pixels.
+
+    Pixel-causal features plus, for channel group c, the channels < c of the pixel
+    itself (a 1x1 mask 'A' convolution, which needs C > 1 to have any tap).
+    Returns float32 [B, H', W', C] (Bernoulli) or [B, H', W', C, L].
+    """
+    channels = inputs.shape[-1]
     z = nn.Dense(self.head_channels, dtype=self.dtype, name='head_hidden')(nn.elu(h))
     if channels > 1:
       z = z + MaskedConv2D(self.head_channels, 1, 'A', data_channels=channels, dtype=self.dtype,
@@ -214,6 +258,70 @@ class PixelSNAIL(nn.Module):
     """log p(x) (or log p(x | y)) in nats: [B] float32, summed over H * W * C."""
     logp = distributions.log_prob(self(x, y, train=train), x)
     return logp.reshape(x.shape[0], -1).sum(axis=-1)
+
+  @nn.compact
+  def decode(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None) -> jax.Array:
+    """The logits of sub-pixel t from x's sub-pixels < t, through caches (the sampling contract).
+
+    Fast generation (Ramachandran et al. 2017): step t runs the network at its pixel
+    p = t // C only. Each masked convolution reads a window of its input map, cached
+    as the pixels are computed; each attention reads the cached keys and values of the
+    pixels before p, writing those of pixel p - 1, whose sub-pixels are all drawn
+    by now (its keys read the raw pixel). The C steps of a pixel recompute its
+    features, which depend only on earlier pixels, and rewrite the same cache entries.
+    Apply with mutable=['cache'] for t = 0, 1, ..., D - 1 in order; the call at t = 0
+    creates the caches.
+
+    Args:
+      x: [B, H, W, C] int levels; sub-pixels < t are read.
+      t: int32 scalar step in [0, H * W * C).
+      y: [B] int labels when class-conditional.
+
+    Returns:
+      float32 [B, 1] (Bernoulli) or [B, 1, L] logits of sub-pixel t.
+    """
+    if self.num_classes is not None and y is None:
+      raise ValueError('this PixelSNAIL is class-conditional: pass labels y [B].')
+    batch, (height, width, channels) = x.shape[0], self.event_shape
+    pixel, channel = t // channels, t % channels
+    row, col = pixel // width, pixel % width
+    inputs = (2.0 * x.astype(jnp.float32) / (self.num_levels - 1) - 1.0).astype(self.dtype)
+    flat = inputs.reshape(batch, height * width, channels)
+    position = jnp.asarray(position_encoding(height, width), self.dtype).reshape(-1, 2)
+    previous = jnp.maximum(pixel - 1, 0)
+
+    def at(a, index):  # Row `index` of [B?, N, F] as [B, F].
+      a = jnp.broadcast_to(a, (batch, *a.shape[-2:]))
+      return jax.lax.dynamic_index_in_dim(a, index, axis=1, keepdims=False)
+
+    # The first, mask 'A', layer reads earlier pixels straight from x.
+    c = self.first_kernel_size // 2
+    padded = jnp.pad(inputs, ((0, 0), (c, 0), (c, c), (0, 0)))
+    window = jax.lax.dynamic_slice(padded, (0, row, col, 0),
+                                   (batch, c + 1, self.first_kernel_size, channels))
+    h = MaskedConv2D(self.channels, self.first_kernel_size, 'A', dtype=self.dtype,
+                     impl=self.conv_impl, name='input_conv')(window)[:, c, c]
+    gated = dict(dropout_rate=self.dropout_rate, num_classes=self.num_classes, dtype=self.dtype,
+                 conv_impl=self.conv_impl)
+    for i in range(self.num_blocks):
+      for j in range(self.num_residual):
+        h = GatedResidual(self.kernel_size, **gated, name=f'block{i}_residual{j}').decode(
+            h, row, col, (height, width), y=y)
+      features = self.variable('cache', f'block{i}_features', jnp.zeros,
+                               (batch, height * width, self.channels), self.dtype)
+      features.value = jax.lax.dynamic_update_slice_in_dim(features.value, h[:, None], pixel, axis=1)
+      query = jnp.concatenate([h, at(position, pixel)], axis=-1)
+      context = jnp.concatenate([at(flat, previous), at(features.value, previous),
+                                 at(position, previous)], axis=-1)
+      attended = CausalSelfAttention(
+          self.num_heads, qk_features=self.key_channels, v_features=self.value_channels,
+          out_features=self.channels, strict=True, dtype=self.dtype,
+          name=f'block{i}_attention').decode(query[:, None], pixel, height * width,
+                                             context[:, None])
+      h = GatedResidual(1, **gated, name=f'block{i}_mix').decode(
+          h, row, col, (height, width), a=attended[:, 0], y=y)
+    logits = self._head(h[:, None, None], at(flat, pixel)[:, None, None])[:, 0, 0]
+    return jax.lax.dynamic_index_in_dim(logits, channel, axis=1)
 
 
 def _require_odd(name: str, value: Any, minimum: int) -> int:
