@@ -22,7 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # 4 layers of 3x3 kernels: the vertical stack of the last layer spans 4 columns either
 # side, so on 4x4 images every earlier pixel is in the receptive field. 18 features
 # (6 per RGB group) keep dead head ReLUs from hiding a dependence at every test input.
-TINY = dict(num_layers=4, channels=12, head_channels=18, first_kernel_size=3, kernel_size=3)
+TINY = dict(num_layers=4, channels=12, skip_channels=18, head_channels=18, first_kernel_size=3,
+            kernel_size=3)
 
 
 def _model(event_shape, num_levels, **fields):
@@ -163,7 +164,8 @@ def test_bfloat16_compute_keeps_float32_params_and_log_prob():
 
 def test_experiment_script_runs_on_digits(tmp_path):
   flags = ['--dataset=digits', '--train_split=train[:256]', '--eval_split=train[256:320]',
-           '--num_layers=2', '--channels=8', '--head_channels=8', '--first_kernel_size=3',
+           '--num_layers=2', '--channels=8', '--skip_channels=8', '--head_channels=8',
+           '--first_kernel_size=3',
            '--batch_size=32', '--num_steps=2', '--eval_every=0', '--checkpoint_every=0',
            '--num_samples=2', f'--workdir={tmp_path / "run"}']
   result = subprocess.run(
@@ -190,6 +192,7 @@ def test_build_resolves_likelihood_and_options():
     ({'num_layers': 0}, 'num_layers'),
     ({'num_layers': True}, 'num_layers'),
     ({'channels': 2}, 'channels'),
+    ({'skip_channels': 2}, 'skip_channels'),
     ({'head_channels': 4.0}, 'head_channels'),
     ({'first_kernel_size': 4}, 'odd'),
     ({'first_kernel_size': 1}, 'first_kernel_size'),

@@ -61,7 +61,8 @@ class GatedPixelCNN(nn.Module):
     dtype: computation dtype (parameters and logits stay float32).
     num_layers: N, gated layers.
     channels: F, features of each stack (a gated unit's pre-activation has 2F).
-    head_channels: features of the skip sum and of the head's hidden 1x1 layer.
+    skip_channels: features of each layer's skip connection (summed into the head).
+    head_channels: features of the head's hidden 1x1 layer.
     first_kernel_size: odd k_0 of layer 0.
     kernel_size: odd k of the later layers.
     likelihood: 'bernoulli' (one logit per sub-pixel, L == 2) or 'categorical'.
@@ -73,6 +74,7 @@ class GatedPixelCNN(nn.Module):
   dtype: Any = jnp.float32
   num_layers: int = 10
   channels: int = 64
+  skip_channels: int = 64
   head_channels: int = 64
   first_kernel_size: int = 7
   kernel_size: int = 3
@@ -104,7 +106,7 @@ class GatedPixelCNN(nn.Module):
     self.link = [nn.Dense(features, dtype=self.dtype, name=f'layer{l}_link')
                  for l in range(self.num_layers)]
     self.out = [masked_1x1(self.channels, f'layer{l}_out') for l in range(self.num_layers)]
-    self.skip = [masked_1x1(self.head_channels, f'layer{l}_skip') for l in range(self.num_layers)]
+    self.skip = [masked_1x1(self.skip_channels, f'layer{l}_skip') for l in range(self.num_layers)]
     # The last layer's vertical gate would feed nothing: it has no class bias.
     self.vertical_class_bias = [class_bias(f'layer{l}_vertical_class_bias')
                                 for l in range(self.num_layers - 1)]
@@ -142,7 +144,7 @@ class GatedPixelCNN(nn.Module):
     return (out if h is None else h + out), self.skip[l](g)
 
   def _head(self, skip: jax.Array) -> jax.Array:
-    """[B, H', W', head_channels] skip sum -> float32 logits [B, H', W', C(, L)]."""
+    """[B, H', W', skip_channels] skip sum -> float32 logits [B, H', W', C(, L)]."""
     s = self.head_hidden(nn.relu(skip))
     logits = self.head_out(nn.relu(s))
     if self.likelihood == 'categorical':
@@ -272,7 +274,8 @@ class GatedPixelCNN(nn.Module):
 
 
 def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_layers: int = 10,
-          channels: int = 64, head_channels: int = 64, first_kernel_size: int = 7,
+          channels: int = 64, skip_channels: int = 64, head_channels: int = 64,
+          first_kernel_size: int = 7,
           kernel_size: int = 3, conditional: bool = False,
           likelihood: Literal['auto', 'bernoulli', 'categorical'] = 'auto',
           conv_impl: Literal['auto', 'xla', 'taps'] = 'auto') -> GatedPixelCNN:
@@ -283,7 +286,8 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_layers: int = 10
     dtype: computation dtype.
     num_layers: gated layers (>= 1).
     channels: features of each stack (>= C, the image channels).
-    head_channels: features of the skip connections and the output head (>= C).
+    skip_channels: features of each layer's skip connection to the head (>= C).
+    head_channels: features of the output head's hidden layer (>= C).
     first_kernel_size: odd size (>= 3) of the first layer's kernel.
     kernel_size: odd size (>= 1) of the later layers' kernels.
     conditional: condition on the class label (needs a labelled dataset).
@@ -308,6 +312,7 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_layers: int = 10
       num_classes=condition_classes(info, conditional, 'Gated PixelCNN'), dtype=dtype,
       num_layers=require_int('num_layers', num_layers, minimum=1),
       channels=require_int('channels', channels, minimum=channels_in),
+      skip_channels=require_int('skip_channels', skip_channels, minimum=channels_in),
       head_channels=require_int('head_channels', head_channels, minimum=channels_in),
       first_kernel_size=first_kernel_size, kernel_size=kernel_size, likelihood=likelihood,
       conv_impl=require_choice('conv_impl', conv_impl, IMPLS))
