@@ -1,4 +1,4 @@
-"""Gated PixelCNN: causality with no blind spot, normalisation, cached sampling, learning, builder."""
+"""Gated PixelCNN: causality without blind spot, normalisation, cached sampling, learning, build."""
 
 import json
 import os

@@ -39,8 +39,8 @@ import numpy as np
 
 from dulx import distributions
 from dulx.errors import ConfigError
-from dulx.models import check_event_shape, condition_classes, require_choice, require_int, require_levels
-from dulx.models import resolve_likelihood
+from dulx.models import check_event_shape, condition_classes, require_choice, require_int
+from dulx.models import require_levels, resolve_likelihood
 from dulx.nn.gated import HorizontalConv, VerticalConv, gate
 from dulx.nn.masked_conv import IMPLS, MaskedConv2D
 from dulx.nn.shifted_conv import down_shift
@@ -126,7 +126,8 @@ class GatedPixelCNN(nn.Module):
     if self.num_classes is not None and y is None:
       raise ValueError('this Gated PixelCNN is class-conditional: pass labels y [B].')
 
-  def _class_bias(self, embed: nn.Embed | None, y: jax.Array | None, rank: int) -> jax.Array | float:
+  def _class_bias(self, embed: nn.Embed | None, y: jax.Array | None,
+                  rank: int) -> jax.Array | float:
     """E[y] broadcast to a [B, 1, ..., 1, 2F] of the given rank, or 0 when unconditional."""
     if embed is None:
       return 0.0
