@@ -88,7 +88,7 @@ def test_density_integrates_to_one():
 def test_loss_falls_and_samples_are_valid():
   ds = dulx_data.load('digits', 'train[:64]')
   x = jnp.asarray(ds.x[:, 3:5, 3:5])  # 2x2 central pixels, 17 levels: 4 dims.
-  model = FFJORD(event_shape=(2, 2, 1), num_levels=17, hidden_sizes=(32,), rtol=1e-3, atol=1e-3)
+  model = FFJORD(event_shape=(2, 2, 1), num_levels=17, hidden_sizes=(32,), rtol=1e-2, atol=1e-2)
   params = helpers.random_variables(model, scale=0.1)['params']
 
   def nll(params, rng):
@@ -96,8 +96,8 @@ def test_loss_falls_and_samples_are_valid():
     return -model.apply({'params': params}, x, train=True, method='log_prob', rngs=rngs).mean() / 4
 
   before = nll(params, jax.random.PRNGKey(0))
-  params, losses = helpers.fit_adam(nll, params, jax.random.PRNGKey(1), num_steps=30,
-                                    learning_rate=1e-2)
+  params, losses = helpers.fit_adam(nll, params, jax.random.PRNGKey(1), num_steps=20,
+                                    learning_rate=2e-2)
   assert losses[-5:].mean() < before - 0.2, (before, losses)
   for temperature in (1.0, 0.7):
     samples = np.asarray(sampling.sample(model, {'params': params}, jax.random.PRNGKey(2), 16,
