@@ -8,7 +8,7 @@ pixel, joined so that the receptive field has no blind spot. Gated layer l (of N
     a_h = HConv_l(h) + Link_l(down_shift(a_v))           horizontal + rows < h
     v   = gate(a_v + E^v_l[y])                           (not needed after the last layer)
     g   = gate(a_h + E^h_l[y])                           gate(a) = tanh(a_f) * sigmoid(a_g)
-    h   = Out_l(g) (+ h for l > 0)                       1x1, residual
+    h   = Out_l(g) (+ h for l > 0)                       1x1, residual (not after the last)
     s   = s + Skip_l(g)                                  1x1, skip connection to the head
     logits = Head2(relu(Head1(relu(s))))                 1x1, 1x1 -> C * (1 or L)
 
@@ -105,9 +105,10 @@ class GatedPixelCNN(nn.Module):
         for l, k in enumerate(kernels)]
     self.link = [nn.Dense(features, dtype=self.dtype, name=f'layer{l}_link')
                  for l in range(self.num_layers)]
-    self.out = [masked_1x1(self.channels, f'layer{l}_out') for l in range(self.num_layers)]
+    # The last layer's vertical gate and horizontal output would feed nothing: it has
+    # only a skip connection, and no vertical class bias.
+    self.out = [masked_1x1(self.channels, f'layer{l}_out') for l in range(self.num_layers - 1)]
     self.skip = [masked_1x1(self.skip_channels, f'layer{l}_skip') for l in range(self.num_layers)]
-    # The last layer's vertical gate would feed nothing: it has no class bias.
     self.vertical_class_bias = [class_bias(f'layer{l}_vertical_class_bias')
                                 for l in range(self.num_layers - 1)]
     self.horizontal_class_bias = [class_bias(f'layer{l}_horizontal_class_bias')
@@ -138,11 +139,15 @@ class GatedPixelCNN(nn.Module):
     """The horizontal stack's gate, residual and skip at [B, H', W', .] positions.
 
     a_h: the pre-activation HConv_l(h) + Link_l(.) of layer l; h: the layer's input
-    (None for layer 0, which has no residual). Returns (new h, skip term).
+    (None for layer 0, which has no residual). Returns (new h, skip term); the new h
+    is None after the last layer.
     """
     g = gate(a_h + self._class_bias(self.horizontal_class_bias[l], y, a_h.ndim))
+    skip = self.skip[l](g)
+    if l == self.num_layers - 1:
+      return None, skip
     out = self.out[l](g)
-    return (out if h is None else h + out), self.skip[l](g)
+    return (out if h is None else h + out), skip
 
   def _head(self, skip: jax.Array) -> jax.Array:
     """[B, H', W', skip_channels] skip sum -> float32 logits [B, H', W', C(, L)]."""
