@@ -1,7 +1,7 @@
 """Autoregressive sampling speed, naive against cached, one JSON line per (config, method).
 
   python benchmarks/sampling.py                                   # every config below
-  python benchmarks/sampling.py --only=imagegpt_2x32 --num=4      # a small CPU run
+  python benchmarks/sampling.py --only=imagegpt_2x32,pixelsnail_2x32 --num=4   # small, CPU
   python benchmarks/sampling.py --only=gated_pixelcnn,wavenet     # registry models by name
 
 Each line: {model, config, method, n, height, width, seconds, device}: the wall time of
@@ -35,11 +35,17 @@ _HEIGHT = flags.DEFINE_integer('height', 28, 'Image height.')
 _WIDTH = flags.DEFINE_integer('width', 28, 'Image width.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed calls per config and method (the fastest counts).')
 
-# name -> (model, options). The first is the PyTorch peer's ImageGPT training shape
-# (8 blocks, 2 heads, width 64); the second a size that a CPU samples naively in minutes.
+# name -> (model, options). The *_8x64 configs are the PyTorch peer's training shapes
+# (ImageGPT: 8 blocks, 2 heads, width 64; PixelSNAIL: 8 blocks of 2 residual blocks, 64
+# channels, 4 key and 32 value channels); the *_2x32 ones sizes that a CPU samples
+# naively in minutes.
 CONFIGS = {
     'imagegpt_8x64': ('imagegpt', dict(num_layers=8, embed_dim=64, num_heads=2)),
     'imagegpt_2x32': ('imagegpt', dict(num_layers=2, embed_dim=32, num_heads=2)),
+    'pixelsnail_8x64': ('pixelsnail', dict(num_blocks=8, num_residual=2, channels=64,
+                                           key_channels=4, value_channels=32)),
+    'pixelsnail_2x32': ('pixelsnail', dict(num_blocks=2, num_residual=1, channels=32,
+                                           key_channels=8, value_channels=16, head_channels=32)),
 }
 
 

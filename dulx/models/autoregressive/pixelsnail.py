@@ -33,6 +33,7 @@ the attentions' keys and values in the 'cache' collection (Ramachandran et al. 2
 so the cached sampler draws the naive sampler's samples in O(layers) work per step.
 """
 
+from collections.abc import Callable
 import math
 from typing import Any, Literal, TYPE_CHECKING
 
@@ -88,15 +89,18 @@ class GatedResidual(nn.Module):
     return MaskedConv2D(features, self.kernel_size, 'B', dtype=self.dtype, impl=self.conv_impl,
                         name=name)
 
-  def _gate(self, h: jax.Array, a: jax.Array | None, y: jax.Array | None, conv, dropout):
-    """h + A * sigmoid(B) over [..., F] features; conv(z, features, name) is the layer."""
+  def _gate(self, h: jax.Array, a: jax.Array | None, y: jax.Array | None,
+            conv: Callable[[jax.Array, int, str], jax.Array],
+            dropout: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """h + A * sigmoid(B) over [..., F] features; conv(z, features, name) applies a layer."""
     features = h.shape[-1]
     c = conv(nn.elu(h), features, 'conv_in')
     if a is not None:
       c = c + nn.Dense(features, dtype=self.dtype, name='aux')(nn.elu(a))
     c = conv(dropout(nn.elu(c)), 2 * features, 'conv_out')
     if self.num_classes is not None:
-      class_bias = nn.Embed(self.num_classes, 2 * features, name='class_bias')(y)
+      class_bias = nn.Embed(self.num_classes, 2 * features, name='class_bias',
+                            embedding_init=nn.initializers.zeros_init())(y)
       c = c + class_bias.reshape(class_bias.shape[0], *[1] * (c.ndim - 2), -1)
     value, gate = jnp.split(c.astype(self.dtype), 2, axis=-1)
     return h + value * nn.sigmoid(gate)
