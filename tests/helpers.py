@@ -36,6 +36,20 @@ def random_variables(model, seed: int = 0, scale: float = 0.3) -> dict:
   return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype), shapes)
 
 
+def assert_dropout_only_in_training(model, x: jax.Array) -> None:
+  """`model` (with a `dropout` field > 0) is deterministic in evaluation, random in training.
+
+  Evaluation equals the same model without dropout; two training passes with other
+  'dropout' keys differ from it and from each other.
+  """
+  variables = random_variables(model, scale=0.5)
+  evaluation = model.apply(variables, x)
+  np.testing.assert_array_equal(evaluation, model.clone(dropout=0.0).apply(variables, x))
+  training = [model.apply(variables, x, train=True, rngs={'dropout': jax.random.PRNGKey(seed)})
+              for seed in (0, 1)]
+  assert not np.allclose(training[0], evaluation) and not np.allclose(*training)
+
+
 def all_points(event_shape: tuple[int, ...], num_levels: int) -> np.ndarray:
   """Every point of {0..L-1}^event_shape: int32 [L**D, *event_shape], C order.
 

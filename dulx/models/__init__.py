@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import functools
 import importlib
 import inspect
+import numbers
 import pkgutil
 from typing import Any, TYPE_CHECKING
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     'FAMILIES', 'LIKELIHOODS', 'build_model', 'check_event_shape', 'condition_classes',
     'get_builder', 'model_options', 'names', 'require_bool', 'require_choice', 'require_int',
-    'require_levels', 'require_positive_sizes', 'resolve_likelihood',
+    'require_levels', 'require_positive_sizes', 'require_rate', 'resolve_likelihood',
 ]
 
 LIKELIHOODS = ('bernoulli', 'categorical')
@@ -134,6 +135,13 @@ def require_int(name: str, value: Any, minimum: int = 1) -> int:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ConfigError(f'--{name} must be an integer >= {minimum}, got {value!r}.')
   return value
+
+
+def require_rate(name: str, value: Any) -> float:
+  """`value` as a float in [0, 1) (a dropout rate; bools refused)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+    raise ConfigError(f'--{name} must be a number in [0, 1), got {value!r}.')
+  return float(value)
 
 
 def require_positive_sizes(name: str, value: Any) -> tuple[int, ...]:

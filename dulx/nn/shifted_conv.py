@@ -22,6 +22,11 @@ A strided convolution has output size (ceil(H / s), ceil(W / s)).
 
 All compute with `lax.conv_general_dilated` on explicitly padded inputs, in `dtype`,
 with float32 parameters: 'kernel' [kh, kw, in, features] and 'bias' [features].
+Unlike a masked convolution these kernels have no zero taps to skip, and the
+one-matmul-per-tap form of `dulx.nn.masked_conv` ('taps') was measured slower on a
+2-core CPU for whole PixelCNN++ training steps (forward and gradient; CPU time per
+step, xla vs taps: 104 vs 163 ms for the digits config at batch 64, 3.5 vs 3.9 s for
+the MNIST config at batch 16), so XLA's convolution is the one implementation.
 """
 
 from typing import Any

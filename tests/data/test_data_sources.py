@@ -294,7 +294,7 @@ def test_spec_without_argument(spec):
 
 
 def test_spec_prefixes():
-  assert data.SPEC_PREFIXES == ('digits', 'toy2d:', 'toy1d:', 'idx:', 'npz:', 'tfds:')
+  assert data.SPEC_PREFIXES == ('digits', 'toy2d:', 'toy1d:', 'idx:', 'npz:', 'tfds:', 'text:')
 
 
 @pytest.mark.parametrize('split, match', [

@@ -53,15 +53,15 @@ def _reference_conv(x, kernel, shift, strides, transpose):
                                                ('down', (1, 3)), ('down_right', (2, 1))])
 def test_shifted_convolutions_follow_their_definition(shift, kernel_size):
   rng = np.random.default_rng(0)
-  for strides, transpose, size in [(1, False, (5, 6)), (2, False, (5, 6)), (2, True, (3, 4))]:
-    conv = ShiftedConv2D(3, kernel_size, shift, strides=strides, transpose=transpose)
+  for strides, transpose, size in [(1, False, (5, 6)), (2, False, (5, 6)), (2, True, (3, 4)),
+                                   (1, True, (3, 4))]:
     x = rng.normal(size=(2, *size, 2)).astype(np.float32)
+    conv = ShiftedConv2D(3, kernel_size, shift, strides=strides, transpose=transpose)
     variables = conv.init(jax.random.PRNGKey(0), x)
-    out = conv.apply(variables, x)
+    variables = jax.tree.map(lambda p: p + 0.1, variables)  # A nonzero bias too.
     expected = _reference_conv(x, np.asarray(variables['params']['kernel']), shift, strides,
-                               transpose)
-    np.testing.assert_allclose(out, expected + np.asarray(variables['params']['bias']),
-                               rtol=1e-5, atol=1e-5)
+                               transpose) + np.asarray(variables['params']['bias'])
+    np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
   x = jnp.arange(6.0).reshape(1, 2, 3, 1)
   np.testing.assert_array_equal(down_shift(x)[0, :, :, 0], [[0, 0, 0], [0, 1, 2]])
   np.testing.assert_array_equal(right_shift(x)[0, :, :, 0], [[0, 0, 1], [0, 3, 4]])

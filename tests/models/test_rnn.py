@@ -142,6 +142,11 @@ def test_bfloat16_compute_keeps_float32_params_and_log_prob():
   np.testing.assert_allclose(log_prob, log_prob_fn(model.clone(dtype=jnp.float32)), rtol=0.01)
 
 
+def test_dropout_only_in_training():
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (4, 6)), jnp.int32)
+  helpers.assert_dropout_only_in_training(_model((6,), 3, dropout=0.5), x)
+
+
 def _run_script(tmp_path, name, *flags):
   workdir = tmp_path / name
   result = subprocess.run(
@@ -189,7 +194,9 @@ def test_build_resolves_likelihood_and_options():
     ({'likelihood': 'bernoulli'}, 'binary'),
     ({'likelihood': 'gaussian'}, 'likelihood'),
     ({'conditional': True}, 'labels'),
-    ({'dropout': 0.1}, 'unknown option'),
+    ({'dropout': 1.0}, 'dropout'),
+    ({'dropout': 'half'}, 'dropout'),
+    ({'num_heads': 2}, 'unknown option'),
 ])
 def test_build_refuses(options, match):
   with pytest.raises(ConfigError, match=match) as error:

@@ -140,6 +140,11 @@ def test_bfloat16_compute_keeps_float32_params_and_log_prob():
   np.testing.assert_allclose(log_prob, log_prob_fn(model.clone(dtype=jnp.float32)), rtol=0.01)
 
 
+def test_dropout_only_in_training():
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (4, 6)), jnp.int32)
+  helpers.assert_dropout_only_in_training(_model((6,), 3, dropout=0.5), x)
+
+
 def test_experiment_script_runs_on_digits(tmp_path):
   flags = ['--dataset=digits', '--train_split=train[:256]', '--eval_split=train[256:320]',
            '--num_stacks=1', '--layers_per_stack=2', '--residual_channels=8', '--skip_channels=8',
@@ -175,6 +180,7 @@ def test_build_resolves_likelihood_and_options():
     ({'likelihood': 'bernoulli'}, 'binary'),
     ({'likelihood': 'logistic'}, 'likelihood'),
     ({'conditional': True}, 'labels'),
+    ({'dropout': -0.1}, 'dropout'),
     ({'dilation': 2}, 'unknown option'),
 ])
 def test_build_refuses(options, match):

@@ -28,7 +28,6 @@ instead of O(D^2).
 
 from collections.abc import Callable
 import math
-import numbers
 from typing import Any, Literal, TYPE_CHECKING
 
 import flax.linen as nn
@@ -39,13 +38,13 @@ import numpy as np
 from dulx import distributions
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_int, require_levels
-from dulx.models import resolve_likelihood
+from dulx.models import require_rate, resolve_likelihood
 from dulx.nn.attention import CausalSelfAttention
 
 if TYPE_CHECKING:
   from dulx.data import DatasetInfo
 
-__all__ = ['ImageGPT', 'TransformerBlock', 'build', 'require_rate']
+__all__ = ['ImageGPT', 'TransformerBlock', 'build']
 
 _EMBEDDING_INIT = nn.initializers.normal(0.02)  # GPT-2's initialisation of embeddings.
 
@@ -225,13 +224,6 @@ class ImageGPT(nn.Module):
     for block in self.blocks:
       h = block.decode(h, t, num_dims)
     return self._logits(h)
-
-
-def require_rate(name: str, value: Any) -> float:
-  """`value` as a float in [0, 1) (a dropout rate); ConfigError otherwise."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-    raise ConfigError(f'--{name} must be a number in [0, 1), got {value!r}.')
-  return float(value)
 
 
 def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_layers: int = 4,

@@ -47,6 +47,7 @@ import numpy as np
 from dulx.distributions import logistic_mixture
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_int, require_levels
+from dulx.models import require_rate
 from dulx.nn.shifted_conv import ShiftedConv2D, down_shift, right_shift
 
 if TYPE_CHECKING:
@@ -237,8 +238,6 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_filters: int = 1
   if num_scales > most:
     raise ConfigError(f'--num_scales={num_scales} halves {info.shape[0]}x{info.shape[1]} images '
                       f'below 1x1; use at most {most}.')
-  if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-    raise ConfigError(f'--dropout must be a rate in [0, 1), got {dropout!r}.')
   return PixelCNNPP(
       event_shape=tuple(info.shape), num_levels=num_levels,
       num_classes=condition_classes(info, conditional, 'PixelCNN++'), dtype=dtype,
@@ -246,4 +245,4 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_filters: int = 1
       num_resnet=require_int('num_resnet', num_resnet),
       num_scales=num_scales,
       num_components=require_int('num_components', num_components),
-      dropout=float(dropout))
+      dropout=require_rate('dropout', dropout))

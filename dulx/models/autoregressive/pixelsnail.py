@@ -45,8 +45,7 @@ import numpy as np
 from dulx import distributions
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_choice, require_int
-from dulx.models import require_levels, resolve_likelihood
-from dulx.models.autoregressive.imagegpt import require_rate
+from dulx.models import require_levels, require_rate, resolve_likelihood
 from dulx.nn.attention import CausalSelfAttention
 from dulx.nn.masked_conv import IMPLS, MaskedConv2D
 

@@ -11,6 +11,10 @@ Graves (2013), "Generating Sequences With Recurrent Neural Networks":
     h_t^(1..n) = cells(h_{t-1}^(1..n), i_t)
     logits_t = W h_t^(n)                      p(x_t | x_<t) (Bernoulli or categorical)
 
+With `dropout` > 0, training drops units of the inputs of every layer and of the
+head, the non-recurrent connections only (Zaremba et al. 2014, "Recurrent Neural
+Network Regularization"), which a char-RNN on a small text needs against overfitting.
+
 so output t depends on x_0 ... x_{t-1} only. pos_t are the normalised coordinates
 of dim t itself (`raster_positions`: row and column of the pixel, and the channel
 for colour images); telling the network where the pixel it predicts lies improves
@@ -31,7 +35,7 @@ import numpy as np
 
 from dulx import distributions
 from dulx.models import check_event_shape, condition_classes, require_bool, require_choice
-from dulx.models import require_int, require_levels, resolve_likelihood
+from dulx.models import require_int, require_levels, require_rate, resolve_likelihood
 from dulx.nn.causal_conv import raster_positions
 
 if TYPE_CHECKING:
@@ -54,6 +58,7 @@ class RNN(nn.Module):
     num_layers: stacked recurrent layers.
     hidden_size: features of the input embedding and of every layer's state.
     positions: feed the next dim's normalised coordinates at every step.
+    dropout: rate of dropout on the non-recurrent connections in training.
     likelihood: 'bernoulli' (one logit per dim, L == 2) or 'categorical'.
   """
   event_shape: tuple[int, ...]
@@ -64,6 +69,7 @@ class RNN(nn.Module):
   num_layers: int = 1
   hidden_size: int = 256
   positions: bool = True
+  dropout: float = 0.0
   likelihood: str = 'categorical'
 
   @property
@@ -118,12 +124,14 @@ class RNN(nn.Module):
     return logits[..., 0] if self.likelihood == 'bernoulli' else logits
 
   @nn.compact
-  def network(self, u: jax.Array, y: jax.Array | None = None) -> jax.Array:
+  def network(self, u: jax.Array, y: jax.Array | None = None, *,
+              train: bool = False) -> jax.Array:
     """The recurrent network on real-valued codes (differentiable in u).
 
     Args:
       u: [B, *event_shape, L] float codes of the dims; one_hot(x, L) for data.
       y: [B] int labels when class-conditional; ignored otherwise.
+      train: apply dropout (draws from the 'dropout' rng stream).
 
     Returns:
       float32 logits [B, *event_shape] (Bernoulli) or [B, *event_shape, L]; those of
@@ -138,9 +146,10 @@ class RNN(nn.Module):
     start = jnp.broadcast_to(self._start(), (batch, 1, self.hidden_size))
     h = jnp.concatenate([start, embedded[:, :-1]], axis=1)  # Step t reads dim t - 1.
     h = h + self._context(jnp.asarray(raster_positions(self.event_shape))[None], y)
+    drop = nn.Dropout(self.dropout, deterministic=not train)
     for i in range(self.num_layers):
-      h = self._layer(i)(h)
-    logits = self._head(h)
+      h = self._layer(i)(drop(h))
+    logits = self._head(drop(h))
     return logits.reshape(batch, *self.event_shape, *logits.shape[2:])
 
   def __call__(self, x: jax.Array, y: jax.Array | None = None, *,
@@ -150,14 +159,13 @@ class RNN(nn.Module):
     Args:
       x: [B, *event_shape] int levels in [0, num_levels).
       y: [B] int labels when class-conditional; ignored otherwise.
-      train: unused (no dropout).
+      train: apply dropout (draws from the 'dropout' rng stream).
 
     Returns:
       float32 logits [B, *event_shape] (Bernoulli) or [B, *event_shape, L].
     """
-    del train
     check_event_shape(x, self.event_shape)
-    return self.network(jax.nn.one_hot(x, self.num_levels, dtype=self.dtype), y)
+    return self.network(jax.nn.one_hot(x, self.num_levels, dtype=self.dtype), y, train=train)
 
   def log_prob(self, x: jax.Array, y: jax.Array | None = None, *,
                train: bool = False) -> jax.Array:
@@ -203,7 +211,7 @@ class RNN(nn.Module):
 
 def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
           cell: Literal['lstm', 'gru'] = 'lstm', num_layers: int = 1, hidden_size: int = 256,
-          positions: bool = True, conditional: bool = False,
+          positions: bool = True, dropout: float = 0.0, conditional: bool = False,
           likelihood: Literal['auto', 'bernoulli', 'categorical'] = 'auto') -> RNN:
   """A recurrent autoregressive model for `info`'s discrete sequences or images.
 
@@ -215,6 +223,8 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
     hidden_size: features of the embedding and of every layer's state (>= 1).
     positions: feed the normalised coordinates of the dim being predicted (step; or
       row, column and channel) at every step.
+    dropout: dropout rate in [0, 1) on the inputs of every layer and of the head,
+      in training only.
     conditional: condition on the class label (needs a labelled dataset).
     likelihood: 'auto' (Bernoulli for 2 levels, else categorical), 'bernoulli'
       (needs 2 levels) or 'categorical'.
@@ -226,5 +236,5 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
       cell=require_choice('cell', cell, CELLS),
       num_layers=require_int('num_layers', num_layers),
       hidden_size=require_int('hidden_size', hidden_size),
-      positions=require_bool('positions', positions),
+      positions=require_bool('positions', positions), dropout=require_rate('dropout', dropout),
       likelihood=resolve_likelihood(likelihood, num_levels))

@@ -18,7 +18,7 @@ row and column of the pixel, and the channel for colour images), a local
 conditioning input (paper Sec. 2.5): they are known before x_t is drawn, so they
 may enter output t directly and tell a model of flattened images where in the
 image it is. Class-conditional models add a learned bias c_l[y] per layer (global
-conditioning).
+conditioning). With `dropout` > 0, training drops units of every gated output z.
 
 Cached sampling (Paine et al. 2016, "Fast Wavenet Generation Algorithm"): `decode`
 feeds the one dim drawn last through every layer, each keeping its last
@@ -36,7 +36,7 @@ import numpy as np
 
 from dulx import distributions
 from dulx.models import check_event_shape, condition_classes, require_bool, require_int
-from dulx.models import require_levels, resolve_likelihood
+from dulx.models import require_levels, require_rate, resolve_likelihood
 from dulx.nn.causal_conv import CausalConv1D, raster_positions, shift_right
 from dulx.nn.gated import gate
 
@@ -61,6 +61,7 @@ class WaveNet(nn.Module):
     residual_channels: R, features of the residual path.
     skip_channels: features of the skip path and the output head.
     positions: feed each dim's coordinates (`raster_positions`) to every layer.
+    dropout: rate of dropout on the gated units in training.
     likelihood: 'bernoulli' (one logit per dim, L == 2) or 'categorical'.
   """
   event_shape: tuple[int, ...]
@@ -74,6 +75,7 @@ class WaveNet(nn.Module):
   residual_channels: int = 32
   skip_channels: int = 64
   positions: bool = True
+  dropout: float = 0.0
   likelihood: str = 'categorical'
 
   @property
@@ -112,6 +114,7 @@ class WaveNet(nn.Module):
     self.skip = [dense(self.skip_channels, f'skip{l}') for l in range(num_layers)]
     self.head_hidden = dense(self.skip_channels, 'head_hidden')
     self.head_out = dense(1 if self.likelihood == 'bernoulli' else self.num_levels, 'head_out')
+    self.drop = nn.Dropout(self.dropout)
 
   def _check(self, y: jax.Array | None) -> None:
     if self.likelihood == 'bernoulli' and self.num_levels != 2:
@@ -129,11 +132,13 @@ class WaveNet(nn.Module):
       out = out + bias.reshape(bias.shape[0], *([1] * (pos.ndim - 2)), -1)
     return out
 
-  def _layers(self, h: jax.Array, conv, pos: jax.Array, y: jax.Array | None) -> jax.Array:
+  def _layers(self, h: jax.Array, conv, pos: jax.Array, y: jax.Array | None,
+              train: bool = False) -> jax.Array:
     """The residual stack and head on h [B, ..., R] -> float32 logits [B, ..., 1 or L]."""
     skip = 0.0
     for l in range(len(self.dilations)):
       z = gate(conv(l, h) + self._conditioning(l, pos, y))
+      z = self.drop(z, deterministic=not train)
       skip = skip + self.skip[l](z)
       if l < len(self.residual):
         h = h + self.residual[l](z)
@@ -143,12 +148,14 @@ class WaveNet(nn.Module):
     """[B, n, 1 or L] -> [B, n] (Bernoulli) or [B, n, L]."""
     return logits[..., 0] if self.likelihood == 'bernoulli' else logits
 
-  def network(self, u: jax.Array, y: jax.Array | None = None) -> jax.Array:
+  def network(self, u: jax.Array, y: jax.Array | None = None, *,
+              train: bool = False) -> jax.Array:
     """The causal network on real-valued codes (differentiable in u).
 
     Args:
       u: [B, *event_shape, L] float codes of the dims; one_hot(x, L) for data.
       y: [B] int labels when class-conditional; ignored otherwise.
+      train: apply dropout (draws from the 'dropout' rng stream).
 
     Returns:
       float32 logits [B, *event_shape] (Bernoulli) or [B, *event_shape, L]; those of
@@ -162,7 +169,7 @@ class WaveNet(nn.Module):
     e = u.reshape(batch, self.num_dims, self.num_levels).astype(self.dtype)
     h = self.input_conv(shift_right(e))
     pos = jnp.asarray(raster_positions(self.event_shape))[None]
-    logits = self._shape_logits(self._layers(h, lambda l, h: self.dilated[l](h), pos, y))
+    logits = self._shape_logits(self._layers(h, lambda l, h: self.dilated[l](h), pos, y, train))
     return logits.reshape(batch, *self.event_shape, *logits.shape[2:])
 
   def __call__(self, x: jax.Array, y: jax.Array | None = None, *,
@@ -172,14 +179,13 @@ class WaveNet(nn.Module):
     Args:
       x: [B, *event_shape] int levels in [0, num_levels).
       y: [B] int labels when class-conditional; ignored otherwise.
-      train: unused (no dropout).
+      train: apply dropout (draws from the 'dropout' rng stream).
 
     Returns:
       float32 logits [B, *event_shape] (Bernoulli) or [B, *event_shape, L].
     """
-    del train
     check_event_shape(x, self.event_shape)
-    return self.network(jax.nn.one_hot(x, self.num_levels, dtype=self.dtype), y)
+    return self.network(jax.nn.one_hot(x, self.num_levels, dtype=self.dtype), y, train=train)
 
   def log_prob(self, x: jax.Array, y: jax.Array | None = None, *,
                train: bool = False) -> jax.Array:
@@ -217,7 +223,7 @@ class WaveNet(nn.Module):
 def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_stacks: int = 2,
           layers_per_stack: int = 6, kernel_size: int = 2, first_kernel_size: int = 2,
           residual_channels: int = 32, skip_channels: int = 64, positions: bool = True,
-          conditional: bool = False,
+          dropout: float = 0.0, conditional: bool = False,
           likelihood: Literal['auto', 'bernoulli', 'categorical'] = 'auto') -> WaveNet:
   """WaveNet for `info`'s discrete sequences or images (flattened in raster order).
 
@@ -233,6 +239,7 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_stacks: int = 2,
     skip_channels: features of the skip path and output head (>= 1).
     positions: feed each dim's normalised coordinates (step; or row, column and
       channel) to every layer.
+    dropout: dropout rate in [0, 1) on the gated units, in training only.
     conditional: condition on the class label (needs a labelled dataset).
     likelihood: 'auto' (Bernoulli for 2 levels, else categorical), 'bernoulli'
       (needs 2 levels) or 'categorical'.
@@ -247,5 +254,5 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_stacks: int = 2,
       first_kernel_size=require_int('first_kernel_size', first_kernel_size),
       residual_channels=require_int('residual_channels', residual_channels),
       skip_channels=require_int('skip_channels', skip_channels),
-      positions=require_bool('positions', positions),
+      positions=require_bool('positions', positions), dropout=require_rate('dropout', dropout),
       likelihood=resolve_likelihood(likelihood, num_levels))

@@ -46,16 +46,19 @@ class VariationalDequantizer(nn.Module):
   """Variational dequantization (Ho et al. 2019, Sec. 3.1) with a small conditional flow.
 
     c = features(x / (L - 1) - 1/2)               a conv net, [B, H, W, hidden]
-    eps ~ N(0, I);  h = f(eps; c)                 checkerboard affine couplings
+    eps ~ N(0, I);  h = f(eps; c)                 checkerboard couplings (affine here)
     u = sigmoid(h)                                in (0, 1)
     log q(u | x) = log N(eps) - log|det dh/deps| - sum log sigmoid'(h)
 
   with sigmoid'(h) = sigmoid(h) sigmoid(-h).
 
+  Subclasses may override `make_flow()` to use other couplings (Flow++ uses its
+  mixture-logistic attention couplings); each coupling reads c as its context.
+
   Attributes:
     num_levels: L.
     hidden: features of the context net and of the couplings' networks.
-    num_couplings: affine couplings, alternating checkerboard parity.
+    num_couplings: couplings, alternating checkerboard parity.
     dtype: computation dtype of the networks.
   """
   num_levels: int
@@ -65,8 +68,12 @@ class VariationalDequantizer(nn.Module):
 
   def setup(self):
     self.context_convs = [nn.Conv(self.hidden, (3, 3), dtype=self.dtype) for _ in range(2)]
-    self.flow = Chain([Coupling(ConvNet(self.hidden, dtype=self.dtype), mask='checkerboard',
-                                parity=i % 2) for i in range(self.num_couplings)])
+    self.flow = self.make_flow()
+
+  def make_flow(self) -> nn.Module:
+    """f(eps; c): `num_couplings` affine checkerboard couplings, eps [B, H, W, C] -> h."""
+    return Chain([Coupling(ConvNet(self.hidden, dtype=self.dtype), mask='checkerboard',
+                           parity=i % 2) for i in range(self.num_couplings)])
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """x: [B, H, W, C] int levels in [0, L) -> (v [B, H, W, C] float32 in [0, 1), log q [B])."""

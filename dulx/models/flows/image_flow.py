@@ -21,8 +21,8 @@ import jax.numpy as jnp
 
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, require_choice, require_int, require_levels
-from dulx.models.flows import base
-from dulx.models.flows.dequantization import DEQUANTIZATIONS, make_dequantizer
+from dulx.models.flows import base, dequantization
+from dulx.models.flows.dequantization import DEQUANTIZATIONS
 
 if TYPE_CHECKING:
   from dulx.data import DatasetInfo
@@ -37,6 +37,8 @@ class ImageFlow(nn.Module):
 
   `make_flow()` returns the flow f (a module keeping the contract of
   `dulx.models.flows.layers`) mapping w [B, H, W, C] to z of the same shape.
+  `make_dequantizer()` returns the dequantizer x -> (v, log q(u | x)); subclasses may
+  override it to give variational dequantization a flow of their own kind.
 
   The base density p_Z is a standard normal or logistic per dimension; when
   class-conditional (num_classes set) it is shifted and scaled per class,
@@ -68,11 +70,15 @@ class ImageFlow(nn.Module):
     if self.prior not in PRIORS:
       raise ValueError(f'unknown prior {self.prior!r}; expected one of {PRIORS}.')
     self.flow = self.make_flow()
-    self.dequantizer = make_dequantizer(self.dequantization, self.num_levels,
-                                        self.dequantization_hidden, self.dtype)
+    self.dequantizer = self.make_dequantizer()
     if self.num_classes is not None:
       self.class_prior = nn.Embed(self.num_classes, 2 * math.prod(self.event_shape),
                                   embedding_init=nn.initializers.zeros)
+
+  def make_dequantizer(self) -> nn.Module:
+    """The dequantizer of the `dequantization` field (see `dequantization.make_dequantizer`)."""
+    return dequantization.make_dequantizer(self.dequantization, self.num_levels,
+                                           self.dequantization_hidden, self.dtype)
 
   def _prior_shift_and_log_scale(self, y: jax.Array | None, batch: int):
     """(mu, sigma) [B, H, W, C] of the class-conditional prior, or (0, 0)."""
