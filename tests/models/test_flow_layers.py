@@ -233,3 +233,18 @@ def test_variational_dequantizer_log_q_is_the_density_of_its_noise():
   v_drawn, _ = deq.apply(variables, x, rngs={'dequantize': jax.random.PRNGKey(3)})
   np.testing.assert_array_equal(base.levels_from_unit(v_drawn, num_levels), x)
   assert not np.allclose(v_drawn, v)
+
+
+def test_saturated_variational_dequantizer_stays_in_the_cell_of_its_level():
+  # Noise and parameters large enough that u = sigmoid(h) rounds to (or next to) 1,
+  # where x + u would round up to x + 1 in float32 at the top levels.
+  model = dequantization.VariationalDequantizer(256, hidden=4, num_couplings=1)
+  x = jnp.arange(256, dtype=jnp.int32).reshape(1, 16, 16, 1)
+  eps = jnp.full(x.shape, 30.0)
+  shapes = jax.eval_shape(functools.partial(model.init, method='from_noise'),
+                          jax.random.PRNGKey(0), x, eps)
+  variables = jax.tree.map(lambda s: jnp.full(s.shape, 3.0, s.dtype), shapes)
+  v, log_q = jax.jit(functools.partial(model.apply, method='from_noise'))(variables, x, eps)
+  np.testing.assert_array_equal(base.levels_from_unit(v, 256), x)
+  assert np.all(v < (np.asarray(x) + 1) / 256)
+  chex.assert_tree_all_finite(log_q)

@@ -92,9 +92,11 @@ class VariationalDequantizer(nn.Module):
     log_sigmoid_jacobian = jax.nn.log_sigmoid(h) + jax.nn.log_sigmoid(-h)
     log_q = (base.standard_normal_log_prob(eps) - logdet
              - log_sigmoid_jacobian.reshape(x.shape[0], -1).sum(axis=-1))
-    # sigmoid(h) rounds to 1.0 for h > 17 in float32; v must stay below the next level.
-    u = jnp.minimum(u, jnp.nextafter(jnp.float32(1), jnp.float32(0)))
-    return (x.astype(jnp.float32) + u) / self.num_levels, log_q
+    # sigmoid(h) rounds to 1.0 for h > 17 in float32, and x + u rounds up to x + 1 for
+    # u within an ulp of x + 1 of 1: v must stay below the next level's cell.
+    x = x.astype(jnp.float32)
+    v = (x + u) / self.num_levels
+    return jnp.minimum(v, jnp.nextafter((x + 1) / self.num_levels, jnp.float32(0))), log_q
 
 
 def make_dequantizer(kind: str, num_levels: int, hidden: int = 32,
