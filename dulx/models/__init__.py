@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 __all__ = [
     'FAMILIES', 'LIKELIHOODS', 'build_model', 'check_event_shape', 'condition_classes',
     'get_builder', 'model_options', 'names', 'require_bool', 'require_choice', 'require_int',
-    'require_levels', 'require_positive_sizes', 'require_rate', 'resolve_likelihood',
+    'require_levels', 'require_multiple', 'require_positive_sizes', 'require_rate',
+    'resolve_likelihood',
 ]
 
 LIKELIHOODS = ('bernoulli', 'categorical')
@@ -134,6 +135,14 @@ def require_int(name: str, value: Any, minimum: int = 1) -> int:
   """`value` as an int >= minimum (bools refused)."""
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ConfigError(f'--{name} must be an integer >= {minimum}, got {value!r}.')
+  return value
+
+
+def require_multiple(name: str, value: Any, of: int, of_name: str) -> int:
+  """`value` as an int >= 1 that `of` divides, e.g. features split into attention heads."""
+  value = require_int(name, value)
+  if value % of:
+    raise ConfigError(f'--{name}={value} must be a multiple of --{of_name}={of}.')
   return value
 
 

@@ -243,7 +243,7 @@ def test_build_options():
     ((4, 4, 1), {'num_checkerboard': 0, 'num_channel': 0, 'num_checkerboard_squeezed': 0},
      'at least one coupling'),
     ((4, 4, 1), {'hidden': 0}, 'hidden'),
-    ((4, 4, 1), {'hidden': 30}, 'divisible by --num_heads'),
+    ((4, 4, 1), {'hidden': 30}, 'multiple of --num_heads'),
     ((4, 4, 1), {'dequantization_hidden': 6}, 'dequantization_hidden'),
     ((4, 4, 1), {'num_heads': 0}, 'num_heads'),
     ((4, 4, 1), {'num_blocks': -1}, 'num_blocks'),

@@ -38,7 +38,7 @@ import numpy as np
 from dulx import distributions
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_int, require_levels
-from dulx.models import require_rate, resolve_likelihood
+from dulx.models import require_multiple, require_rate, resolve_likelihood
 from dulx.nn.attention import CausalSelfAttention
 
 if TYPE_CHECKING:
@@ -247,9 +247,7 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_layers: int = 4,
   """
   num_levels = require_levels(info, 'ImageGPT')
   num_heads = require_int('num_heads', num_heads)
-  embed_dim = require_int('embed_dim', embed_dim)
-  if embed_dim % num_heads:
-    raise ConfigError(f'--embed_dim={embed_dim} must be a multiple of --num_heads={num_heads}.')
+  embed_dim = require_multiple('embed_dim', embed_dim, num_heads, 'num_heads')
   return ImageGPT(
       event_shape=tuple(info.shape), num_levels=num_levels,
       num_classes=condition_classes(info, conditional, 'ImageGPT'), dtype=dtype,

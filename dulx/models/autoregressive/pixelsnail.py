@@ -45,7 +45,7 @@ import numpy as np
 from dulx import distributions
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_choice, require_int
-from dulx.models import require_levels, require_rate, resolve_likelihood
+from dulx.models import require_levels, require_multiple, require_rate, resolve_likelihood
 from dulx.nn.attention import CausalSelfAttention
 from dulx.nn.masked_conv import IMPLS, MaskedConv2D
 
@@ -367,9 +367,8 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_blocks: int = 2,
                       f'examples of shape {tuple(info.shape)}.')
   num_levels = require_levels(info, 'PixelSNAIL')
   num_heads = require_int('num_heads', num_heads)
-  for name, value in (('key_channels', key_channels), ('value_channels', value_channels)):
-    if require_int(name, value) % num_heads:
-      raise ConfigError(f'--{name}={value} must be a multiple of --num_heads={num_heads}.')
+  key_channels = require_multiple('key_channels', key_channels, num_heads, 'num_heads')
+  value_channels = require_multiple('value_channels', value_channels, num_heads, 'num_heads')
   return PixelSNAIL(
       event_shape=tuple(info.shape), num_levels=num_levels,
       num_classes=condition_classes(info, conditional, 'PixelSNAIL'), dtype=dtype,

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from dulx.errors import ConfigError
-from dulx.models import condition_classes, require_int, require_rate
+from dulx.models import condition_classes, require_int, require_multiple, require_rate
 from dulx.models.flows.cdf_flow import bisect, mixture_log_density
 from dulx.models.flows.dequantization import VariationalDequantizer
 from dulx.models.flows.image_flow import ImageFlow, image_flow_fields, require_squeezable
@@ -311,13 +311,6 @@ class FlowPP(ImageFlow):
                              num_components=self.num_components)
 
 
-def _require_heads(name: str, hidden: int, num_heads: int) -> int:
-  """`hidden` if num_heads divides it (attention splits the features into heads)."""
-  if hidden % num_heads:
-    raise ConfigError(f'--{name}={hidden} must be divisible by --num_heads={num_heads}.')
-  return hidden
-
-
 def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_checkerboard: int = 4,
           num_channel: int = 2, num_checkerboard_squeezed: int = 3, hidden: int = 32,
           num_blocks: int = 2, num_heads: int = 4, num_components: int = 8, dropout: float = 0.0,
@@ -356,8 +349,9 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_checkerboard: in
                       'and --num_checkerboard_squeezed are all 0.')
   num_heads = require_int('num_heads', num_heads)
   if fields['dequantization'] == 'variational':
-    _require_heads('dequantization_hidden', fields['dequantization_hidden'], num_heads)
-  hidden = _require_heads('hidden', require_int('hidden', hidden), num_heads)
+    require_multiple('dequantization_hidden', fields['dequantization_hidden'], num_heads,
+                     'num_heads')
+  hidden = require_multiple('hidden', hidden, num_heads, 'num_heads')
   return FlowPP(**fields, **counts, num_classes=condition_classes(info, conditional, 'Flow++'),
                 dtype=dtype, hidden=hidden,
                 num_blocks=require_int('num_blocks', num_blocks, minimum=0), num_heads=num_heads,
