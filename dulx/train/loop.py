@@ -9,7 +9,10 @@ A workdir holds:
   checkpoints/<step> Orbax checkpoints of the TrainState (the last `keep_checkpoints`)
   metrics.jsonl      one JSON object per logged step, eval metrics prefixed `eval/`
   tensorboard/       TensorBoard events of the same metrics
-  samples/           PNG sample grids (and .npy arrays in --mode=sample)
+  samples/           PNG sample grids (and .npy arrays in --mode=sample); for 1-D and
+                     2-D continuous data also the learned density on a grid
+                     (`*_density.png`) and, for flows, the eval points pushed
+                     through the flow onto its base density (`*_latent.png`)
 
 Every check that can fail on bad input (data, options, workdir, checkpoint) runs
 before the first byte is written, so a failed start leaves a workdir as it was.
@@ -217,6 +220,39 @@ def _save_samples(setup: _Setup, samples: np.ndarray, prefix: str) -> str:
   return prefix + '.png'
 
 
+def _save_density_pictures(setup: _Setup, variables: Any, points: np.ndarray, prefix: str,
+                           resolution: int = 128) -> list[str]:
+  """For 1-D/2-D continuous points: `<prefix>_density.png`, and `<prefix>_latent.png` for flows.
+
+  The density is exp(log p) on a square grid over the points' range (plus 10% on
+  each side); the latent picture is the histogram of forward(points) over the
+  flow's `latent_bounds` (uniform on the unit square for a CDF flow, a standard
+  normal for the others), the picture of how well the flow fits. Returns the paths.
+  """
+  num_dims = math.prod(setup.info.shape)
+  if setup.info.num_levels is not None or num_dims not in (1, 2) or setup.info.alphabet is not None:
+    return []
+  low, high = float(points.min()), float(points.max())
+  margin = 0.1 * max(high - low, 1e-6)
+  grid = viz.grid_points((low - margin, high + margin), num_dims, resolution)
+  log_prob_fn = jax.jit(step_lib.make_log_prob_fn(setup.model))
+  rng = jax.random.PRNGKey(setup.config.seed)
+  chunk = 4096
+  log_density = np.concatenate([
+      np.asarray(log_prob_fn(variables, {'x': grid[i:i + chunk].reshape(-1, *setup.info.shape)}, rng))
+      for i in range(0, len(grid), chunk)])
+  paths = [prefix + '_density.png']
+  viz.save_png(paths[0], viz.density_plot(log_density, num_dims))
+  bounds = getattr(setup.model, 'latent_bounds', None)
+  if bounds is not None:
+    forward = jax.jit(lambda v, x: setup.model.apply(v, x, method='forward')[0])
+    z = np.concatenate([np.asarray(forward(variables, points[i:i + chunk]))
+                        for i in range(0, len(points), chunk)])
+    paths.append(prefix + '_latent.png')
+    viz.save_png(paths[1], viz.latent_plot(z.reshape(len(z), num_dims), bounds))
+  return paths
+
+
 @contextlib.contextmanager
 def _catch_signals():
   """Records SIGINT/SIGTERM instead of dying, so the loop can checkpoint first."""
@@ -336,7 +372,9 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
         if events['sample']:
           samples = _draw(setup, host.variables(), jax.random.fold_in(jax.random.PRNGKey(config.seed), s),
                           config.num_samples)
-          _save_samples(setup, samples, os.path.join(workdir, 'samples', f'step_{s:08d}'))
+          prefix = os.path.join(workdir, 'samples', f'step_{s:08d}')
+          _save_samples(setup, samples, prefix)
+          _save_density_pictures(setup, host.variables(), eval_ds.x, prefix)
         if events['checkpoint']:
           checkpoints.save(s, host)
           last_checkpoint = s

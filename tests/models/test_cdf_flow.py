@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from dulx import data as dulx_data
 from dulx import sampling
@@ -165,3 +166,10 @@ def test_experiment_script_trains_a_few_steps(tmp_path):
   assert result.returncode == 0, result.stderr
   out = json.loads(result.stdout.strip().splitlines()[-1])
   assert out['step'] == 3 and np.isfinite(out['bits_per_dim']) and np.isfinite(out['nll'])
+  # The 2-D data get the sample histogram, the learned density and the latent picture.
+  samples = tmp_path / 'run' / 'samples'
+  assert sorted(os.listdir(samples)) == [
+      'step_00000003.png', 'step_00000003_density.png', 'step_00000003_latent.png']
+  for name in os.listdir(samples):
+    picture = np.asarray(Image.open(samples / name))
+    assert picture.dtype == np.uint8 and picture.shape == (256, 256) and picture.max() == 255
