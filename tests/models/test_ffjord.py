@@ -18,7 +18,7 @@ from dulx import data as dulx_data
 from dulx import sampling
 from dulx.errors import ConfigError
 from dulx.models import build_model
-from dulx.models.flows.ffjord import FFJORD
+from dulx.models.flows.ffjord import FFJORD, VectorField
 from tests import helpers
 
 pytest.importorskip('diffrax')  # The ODE solver; ffjord's builder refuses to run without it.
@@ -31,9 +31,11 @@ def _flow(event_shape, tolerance=1e-7, **fields):
   return model, helpers.random_variables(model, scale=0.5)
 
 
-@pytest.mark.parametrize('event_shape,jit', [((2,), True), ((2, 2, 1), False)], ids=['2-jit', '2x2x1-nojit'])
-def test_round_trips_and_logdets_cancel(event_shape, jit):
-  model, variables = _flow(event_shape)
+@pytest.mark.parametrize('event_shape,jit,field', [
+    ((2,), True, 'mlp'), ((2, 2, 1), False, 'mlp'), ((3, 3, 2), True, 'conv')],
+    ids=['2-jit', '2x2x1-nojit', 'conv-3x3x2-jit'])
+def test_round_trips_and_logdets_cancel(event_shape, jit, field):
+  model, variables = _flow(event_shape, field=field)
   forward = lambda x: model.apply(variables, x, method='forward')
   inverse = lambda z: model.apply(variables, z, method='inverse')
   if jit:
@@ -48,11 +50,12 @@ def test_round_trips_and_logdets_cancel(event_shape, jit):
   np.testing.assert_allclose(logdet + inverse_logdet, 0.0, atol=1e-4)
 
 
-def test_exact_trace_logdet_is_the_log_jacobian_determinant_of_the_solved_map():
-  model, variables = _flow((3,))
-  x = jnp.asarray(np.random.default_rng(1).standard_normal((5, 3)), jnp.float32)
-  one = lambda v: model.apply(variables, v[None], method='forward')[0][0]
-  jacobians = jax.vmap(jax.jacrev(one))(x)
+@pytest.mark.parametrize('event_shape,field', [((3,), 'mlp'), ((2, 3, 1), 'conv')])
+def test_exact_trace_logdet_is_the_log_jacobian_determinant_of_the_solved_map(event_shape, field):
+  model, variables = _flow(event_shape, field=field)
+  x = jnp.asarray(np.random.default_rng(1).standard_normal((5, *event_shape)), jnp.float32)
+  one = lambda v: model.apply(variables, v[None], method='forward')[0][0].reshape(-1)
+  jacobians = jax.vmap(jax.jacrev(one))(x).reshape(5, model.num_dims, model.num_dims)
   sign, expected = np.linalg.slogdet(np.asarray(jacobians, np.float64))
   assert np.all(sign > 0), 'an ODE flow preserves orientation'
   assert np.abs(expected).min() > 0.05, 'the test needs a map with a non-trivial volume change'
@@ -69,6 +72,33 @@ def test_hutchinson_estimate_is_unbiased_for_the_exact_log_prob():
           jax.random.split(jax.random.PRNGKey(3), 256))
   estimate = np.asarray(estimate, np.float64)
   assert estimate.std(axis=0).min() > 0, 'the training estimate should be stochastic'
+  standard_error = estimate.std(axis=0) / np.sqrt(estimate.shape[0])
+  assert np.all(np.abs(estimate.mean(axis=0) - exact) < 5 * standard_error + 1e-3)
+
+
+def test_conv_field_is_local_and_examples_do_not_interact():
+  # A 3x3 convolution: df/dz at a pixel depends only on its 3x3 neighbourhood, one
+  # layer of hidden channels reaching two pixels away; example b never sees example b'.
+  model = VectorField(num_dims=6 * 6, hidden_sizes=(4,), image_shape=(6, 6, 1), parent=None)
+  z = jnp.asarray(np.random.default_rng(4).standard_normal((2, 36)), jnp.float32)
+  params = model.init(jax.random.PRNGKey(0), z, jnp.zeros([]))
+  jacobian = np.asarray(jax.jacrev(lambda v: model.apply(params, v, jnp.asarray(0.3)))(z))
+  np.testing.assert_array_equal(jacobian[0, :, 1], 0.0)  # [B, D, B, D]: no cross-example terms.
+  rows, cols = np.divmod(np.arange(36), 6)
+  distance = np.maximum(np.abs(rows[:, None] - rows[None]), np.abs(cols[:, None] - cols[None]))
+  within = np.abs(jacobian[0, :, 0]) > 0
+  assert within[distance <= 2].mean() > 0.9 and not within[distance > 2].any()
+
+
+def test_hutchinson_evaluation_estimates_the_exact_log_prob():
+  exact_model, variables = _flow((2, 2, 1), tolerance=1e-5, field='conv')
+  estimating = exact_model.clone(eval_trace='hutchinson')
+  x = jnp.asarray(np.random.default_rng(5).standard_normal((3, 2, 2, 1)), jnp.float32)
+  exact = exact_model.apply(variables, x, method='log_prob')
+  estimate = np.asarray(jax.jit(jax.vmap(lambda rng: estimating.apply(
+      variables, x, method='log_prob', rngs={'noise': rng})))(
+          jax.random.split(jax.random.PRNGKey(6), 256)), np.float64)
+  assert estimate.std(axis=0).min() > 0, 'the evaluation estimate should be stochastic'
   standard_error = estimate.std(axis=0) / np.sqrt(estimate.shape[0])
   assert np.all(np.abs(estimate.mean(axis=0) - exact) < 5 * standard_error + 1e-3)
 
@@ -112,6 +142,10 @@ def test_build_sets_options():
                        'rtol': 1e-4, 'atol': 1e-6, 'max_steps': 50})
   assert (model.hidden_sizes, model.activation, model.integration_time) == ((8, 8), 'tanh', 0.5)
   assert (model.rtol, model.atol, model.max_steps, model.num_levels) == (1e-4, 1e-6, 50, None)
+  assert (model.field, model.eval_trace) == ('mlp', 'exact')
+  images = build_model('ffjord', helpers.dataset_info((4, 4, 1), 256),
+                       {'field': 'conv', 'eval_trace': 'hutchinson'})
+  assert (images.field, images.eval_trace, images.num_levels) == ('conv', 'hutchinson', 256)
 
 
 @pytest.mark.parametrize('options,match', [
@@ -123,6 +157,9 @@ def test_build_sets_options():
     ({'atol': 0}, 'atol'),
     ({'max_steps': 0}, 'max_steps'),
     ({'conditional': True}, 'unknown option'),
+    ({'field': 'conv'}, 'needs images'),
+    ({'field': 'resnet'}, 'field'),
+    ({'eval_trace': 'approximate'}, 'eval_trace'),
 ])
 def test_build_refuses(options, match):
   with pytest.raises(ConfigError, match=match) as error:

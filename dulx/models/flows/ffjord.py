@@ -7,13 +7,21 @@ z = z(T). By the instantaneous change of variables (Chen et al. 2018, Thm. 1),
 
 so the ODE is solved for the augmented state (z, L), dL/dt = tr(df/dz), and
 log p(x) = log N(z(T); 0, I) + L(T). The inverse solves the same ODE from T back to 0.
-f is an MLP of z with time entering every layer as a gate and a bias ("concat-squash"
-layers, FFJORD's toy architecture): h' = (W h + b) * sigmoid(a t + c) + e t.
+f is a stack of "concat-squash" layers, time entering every layer as a gate and a
+bias: h' = (W h + b) * sigmoid(a t + c) + e t. W is a dense layer on the flattened
+state (`field='mlp'`, FFJORD's toy architecture) or, for images, a 3x3 convolution on
+the state seen as an [H, W, C] image (`field='conv'`, FFJORD's image architecture
+without its multi-scale split), so the field is local and its size does not grow
+with the image.
 
 The trace: in training, Hutchinson's estimator tr(J) = E[eps^T J eps] with one
 Rademacher eps per example from the 'noise' rng, held fixed along the solve (FFJORD
 Sec. 3.1): one vector-Jacobian product per evaluation of f instead of D. In
-evaluation (train=False) the exact trace, from the full per-example Jacobian.
+evaluation (train=False) the exact trace, from the full per-example Jacobian
+(`eval_trace='exact'`, D forward-mode products per evaluation of f), or the same
+estimator as in training (`eval_trace='hutchinson'`, for images, where D = 784
+products per step would dominate): log p(x) is linear in the trace, so the mean of
+the estimates over a test set is an unbiased estimate of its mean log-likelihood.
 
 The ODE is solved by diffrax (Dopri5 with an adaptive PID step-size controller,
 `rtol`/`atol` options). Gradients use diffrax's RecursiveCheckpointAdjoint:
@@ -47,37 +55,58 @@ except ImportError:  # Model discovery imports every model; `build` says what is
 if TYPE_CHECKING:
   from dulx.data import DatasetInfo
 
-__all__ = ['ACTIVATIONS', 'FFJORD', 'VectorField', 'build']
+__all__ = ['ACTIVATIONS', 'EVAL_TRACES', 'FIELDS', 'FFJORD', 'VectorField', 'build']
 
 ACTIVATIONS = {'softplus': nn.softplus, 'tanh': jnp.tanh}
+FIELDS = ('mlp', 'conv')
+EVAL_TRACES = ('exact', 'hutchinson')
 
 
 class ConcatSquash(nn.Module):
-  """h' = (W h + b) * sigmoid(a t + c) + e t: a dense layer gated and shifted by time."""
+  """h' = (W h + b) * sigmoid(a t + c) + e t: a layer W gated and shifted by time.
+
+  W is dense on [B, F] inputs, or a 3x3 'SAME' convolution on [B, H, W, C] images when
+  `conv` (gate and shift then act per channel).
+  """
   features: int
+  conv: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h: jax.Array, t: jax.Array) -> jax.Array:
-    t = jnp.reshape(t, (1, 1)).astype(self.dtype)
+    t = jnp.reshape(t, (1,) * (h.ndim - 1) + (1,)).astype(self.dtype)
     gate = nn.sigmoid(nn.Dense(self.features, dtype=self.dtype, name='gate')(t))
     shift = nn.Dense(self.features, use_bias=False, dtype=self.dtype, name='shift')(t)
-    return nn.Dense(self.features, dtype=self.dtype, name='linear')(h) * gate + shift
+    if self.conv:
+      linear = nn.Conv(self.features, (3, 3), padding='SAME', dtype=self.dtype, name='linear')
+    else:
+      linear = nn.Dense(self.features, dtype=self.dtype, name='linear')
+    return linear(h) * gate + shift
 
 
 class VectorField(nn.Module):
-  """f(z, t): [B, D] float, scalar t -> [B, D] float32; examples do not interact."""
+  """f(z, t): [B, D] float, scalar t -> [B, D] float32; examples do not interact.
+
+  With an `image_shape` (H, W, C), H * W * C = D, the layers are convolutions on z
+  seen as [B, H, W, C] (`hidden_sizes` are then channels); otherwise dense on [B, D].
+  """
   num_dims: int
   hidden_sizes: tuple[int, ...]
   activation: str = 'softplus'
   dtype: Any = jnp.float32
+  image_shape: tuple[int, int, int] | None = None
 
   @nn.compact
   def __call__(self, z: jax.Array, t: jax.Array) -> jax.Array:
+    conv = self.image_shape is not None
     h = z.astype(self.dtype)
+    if conv:
+      h = h.reshape(z.shape[0], *self.image_shape)
     for width in self.hidden_sizes:
-      h = ACTIVATIONS[self.activation](ConcatSquash(width, self.dtype)(h, t))
-    return ConcatSquash(self.num_dims, self.dtype)(h, t).astype(jnp.float32)
+      h = ACTIVATIONS[self.activation](ConcatSquash(width, conv, self.dtype)(h, t))
+    out_features = self.image_shape[-1] if conv else self.num_dims
+    out = ConcatSquash(out_features, conv, self.dtype)(h, t)
+    return out.reshape(z.shape[0], self.num_dims).astype(jnp.float32)
 
 
 class FFJORD(nn.Module):
@@ -91,8 +120,13 @@ class FFJORD(nn.Module):
     num_levels: L for discrete data (dequantized), None for continuous points.
     num_classes: unused (unconditional); None by the model contract.
     dtype: computation dtype of the vector field (the ODE state is float32).
-    hidden_sizes: widths of the vector field's hidden layers.
+    hidden_sizes: widths (field='mlp') or channels (field='conv') of the vector
+      field's hidden layers.
     activation: 'softplus' or 'tanh' (smooth, so the ODE is well posed).
+    field: 'mlp' (dense layers on the flattened state) or 'conv' (3x3 convolutions
+      on the state as an image; event_shape must be (H, W, C)).
+    eval_trace: the logdet in evaluation: 'exact' or 'hutchinson' (an unbiased
+      estimate, one Rademacher probe per example from the 'noise' rng).
     integration_time: T.
     rtol: relative tolerance of the adaptive solver.
     atol: absolute tolerance of the adaptive solver.
@@ -105,6 +139,8 @@ class FFJORD(nn.Module):
   dtype: Any = jnp.float32
   hidden_sizes: tuple[int, ...] = (64, 64, 64)
   activation: str = 'softplus'
+  field: str = 'mlp'
+  eval_trace: str = 'exact'
   integration_time: float = 1.0
   rtol: float = 1e-5
   atol: float = 1e-5
@@ -122,12 +158,18 @@ class FFJORD(nn.Module):
 
   def _field(self) -> VectorField:
     """The vector field as a free-standing module (parent=None), applied as a pure function."""
+    image_shape = tuple(self.event_shape) if self.field == 'conv' else None
     return VectorField(self.num_dims, tuple(self.hidden_sizes), self.activation, self.dtype,
-                       parent=None)
+                       image_shape=image_shape, parent=None)
 
   def setup(self):
     if self.activation not in ACTIVATIONS:
       raise ValueError(f'activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}.')
+    if self.field not in FIELDS or self.eval_trace not in EVAL_TRACES:
+      raise ValueError(f'field must be one of {FIELDS} and eval_trace one of {EVAL_TRACES}, '
+                       f'got {self.field!r} and {self.eval_trace!r}.')
+    if self.field == 'conv' and len(self.event_shape) != 3:
+      raise ValueError(f"field='conv' needs images (H, W, C), got event_shape {self.event_shape}.")
 
     def init(rng):
       z = jnp.zeros((1, self.num_dims), jnp.float32)
@@ -199,20 +241,21 @@ class FFJORD(nn.Module):
     """log p(x) in nats: [B] float32.
 
     train=True: the logdet by Hutchinson's estimator (Rademacher probes from the
-    'noise' rng), an unbiased estimate of log p(x). train=False: the exact trace.
-    Discrete data are dequantized with the 'dequantize' rng (see `to_flow_space`).
+    'noise' rng), an unbiased estimate of log p(x). train=False: the exact trace, or
+    the same estimator when eval_trace='hutchinson'. Discrete data are dequantized
+    with the 'dequantize' rng (see `to_flow_space`).
 
     Args:
       x: [B, *event_shape]: int levels in [0, num_levels), or float points.
       y: unused (unconditional).
-      train: Hutchinson (True) or exact (False) trace.
+      train: training (Hutchinson trace) or evaluation (`eval_trace`).
     """
     del y
     check_event_shape(x, self.event_shape)
     rng = None if self.num_levels is None else self.make_rng('dequantize')
     w, extra = to_flow_space(rng, x, self.num_levels, self.alpha)
     noise = None
-    if train:
+    if train or self.eval_trace == 'hutchinson':
       noise = jax.random.rademacher(self.make_rng('noise'), (x.shape[0], self.num_dims), jnp.float32)
     z, logdet = self.forward(w, noise)
     return base.standard_normal_log_prob(z) + logdet + extra
@@ -239,15 +282,22 @@ def _require_positive_float(name: str, value: Any) -> float:
 
 def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
           hidden_sizes: tuple[int, ...] = (64, 64, 64),
-          activation: Literal['softplus', 'tanh'] = 'softplus', integration_time: float = 1.0,
+          activation: Literal['softplus', 'tanh'] = 'softplus',
+          field: Literal['mlp', 'conv'] = 'mlp',
+          eval_trace: Literal['exact', 'hutchinson'] = 'exact', integration_time: float = 1.0,
           rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 1000) -> FFJORD:
   """FFJORD for continuous points or dequantized images (flattened), unconditional.
 
   Args:
     info: metadata of a continuous dataset, or a discrete one (dequantized, logit space).
     dtype: computation dtype of the vector field.
-    hidden_sizes: widths of the vector field's hidden layers (at least one, each >= 1).
+    hidden_sizes: widths (mlp) or channels (conv) of the vector field's hidden layers
+      (at least one, each >= 1).
     activation: the vector field's nonlinearity: 'softplus' or 'tanh'.
+    field: 'mlp' (dense layers on the flattened example) or 'conv' (3x3 convolutions;
+      needs images of shape (H, W, C)).
+    eval_trace: the evaluation logdet: 'exact' (D products per step of the solver) or
+      'hutchinson' (one, an unbiased estimate; for images).
     integration_time: T > 0, the length of the ODE's time interval.
     rtol: relative tolerance of the adaptive ODE solver (> 0).
     atol: absolute tolerance of the adaptive ODE solver (> 0).
@@ -258,9 +308,14 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
   hidden_sizes = require_positive_sizes('hidden_sizes', hidden_sizes)
   if not hidden_sizes:
     raise ConfigError('--hidden_sizes must list at least one hidden layer for the vector field.')
+  field = require_choice('field', field, FIELDS)
+  if field == 'conv' and len(info.shape) != 3:
+    raise ConfigError(f'--field=conv needs images of shape (H, W, C), but {info.spec!r} has '
+                      f'examples of shape {tuple(info.shape)}; use --field=mlp.')
   return FFJORD(
       event_shape=tuple(info.shape), num_levels=info.num_levels, dtype=dtype,
       hidden_sizes=hidden_sizes, activation=require_choice('activation', activation, tuple(ACTIVATIONS)),
+      field=field, eval_trace=require_choice('eval_trace', eval_trace, EVAL_TRACES),
       integration_time=_require_positive_float('integration_time', integration_time),
       rtol=_require_positive_float('rtol', rtol), atol=_require_positive_float('atol', atol),
       max_steps=require_int('max_steps', max_steps))
