@@ -230,7 +230,7 @@ def _save_density_pictures(setup: _Setup, variables: Any, points: np.ndarray, pr
   normal for the others), the picture of how well the flow fits. Returns the paths.
   """
   num_dims = math.prod(setup.info.shape)
-  if setup.info.num_levels is not None or num_dims not in (1, 2) or setup.info.alphabet is not None:
+  if setup.info.num_levels is not None or num_dims not in (1, 2):  # Discrete data (text too): none.
     return []
   low, high = float(points.min()), float(points.max())
   margin = 0.1 * max(high - low, 1e-6)
