@@ -12,6 +12,7 @@ import numpy as np
 import optax
 from scipy import stats
 
+from dulx import sampling
 from dulx.data import DatasetInfo
 
 
@@ -158,3 +159,33 @@ def assert_frequencies_match(samples: np.ndarray, probs: np.ndarray, num_levels:
   statistic = np.sum((counts[support] - expected[support])**2 / expected[support])
   threshold = stats.chi2.ppf(1.0 - p_value, support.sum() - 1)
   assert statistic < threshold, f'chi-square {statistic:.1f} >= {threshold:.1f}'
+
+
+def assert_cached_sampling_equals_naive(model, variables: Any, given_mask: np.ndarray, *,
+                                        num: int = 64, seed: int = 7,
+                                        all_levels: bool = False) -> None:
+  """The cached sampler draws exactly the naive sampler's samples, fresh and completing.
+
+  For one rng: the two samplers return the same valid levels ([num, *event_shape]
+  int32 in [0, L)), not stuck on one level (on every level with `all_levels`); and,
+  completing random given values where `given_mask` (broadcastable to the samples)
+  is true, they again agree, keep every given value and draw the others.
+  Class-conditional models get the labels 0, 1, 2, ... in turn.
+  """
+  rng, shape = jax.random.PRNGKey(seed), (num, *model.event_shape)
+  y = None if model.num_classes is None else jnp.arange(num) % model.num_classes
+  draw = lambda method, **given: np.asarray(sampling.sample(model, variables, rng, num, y=y,
+                                                            method=method, **given))
+  naive = draw('naive')
+  np.testing.assert_array_equal(naive, draw('cached'))
+  assert naive.dtype == np.int32 and naive.shape == shape, (naive.dtype, naive.shape)
+  assert 0 <= naive.min() and naive.max() < model.num_levels
+  levels = len(np.unique(naive))
+  assert levels == model.num_levels if all_levels else levels > 1, f'{levels} levels drawn'
+  given = np.random.default_rng(seed).integers(0, model.num_levels, shape).astype(np.int32)
+  kept = np.broadcast_to(np.asarray(given_mask, bool), shape)
+  completed = draw('cached', given=jnp.asarray(given), given_mask=jnp.asarray(kept))
+  np.testing.assert_array_equal(completed, draw('naive', given=jnp.asarray(given),
+                                                given_mask=jnp.asarray(kept)))
+  np.testing.assert_array_equal(completed[kept], given[kept])
+  assert np.any(completed[~kept] != given[~kept]), 'the completion drew nothing'

@@ -33,7 +33,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ['MaskedConv2D', 'channel_groups', 'conv_mask']
+__all__ = ['MaskedConv2D', 'channel_groups', 'conv_at', 'conv_mask']
 
 IMPLS = ('auto', 'xla', 'taps')
 
@@ -79,27 +79,27 @@ def _masked_init(mask: np.ndarray) -> nn.initializers.Initializer:
   return init
 
 
-def _conv_xla(x: jax.Array, kernel: jax.Array, mask: np.ndarray) -> jax.Array:
-  """lax convolution with the masked kernel's top c + 1 rows; 'SAME' output size."""
+def _conv_xla(xp: jax.Array, kernel: jax.Array, mask: np.ndarray) -> jax.Array:
+  """lax convolution of the padded input with the masked kernel's top c + 1 rows ('VALID')."""
   c = kernel.shape[0] // 2
   kernel = (kernel * jnp.asarray(mask, kernel.dtype))[:c + 1]
-  return lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding=((c, 0), (c, c)),
+  return lax.conv_general_dilated(xp, kernel, window_strides=(1, 1), padding='VALID',
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def _conv_taps(x: jax.Array, kernel: jax.Array, mask: np.ndarray) -> jax.Array:
-  """sum over unmasked taps (i, j) of x[:, h + i - c, w + j - c] @ (K * M)[i, j] (zero padded).
+def _conv_taps(xp: jax.Array, kernel: jax.Array, mask: np.ndarray) -> jax.Array:
+  """sum over unmasked taps (i, j) of xp[:, h + i, w + j] @ (K * M)[i, j].
 
-  Padding c rows on top and c columns either side makes tap (i, j) the window
-  xp[:, i:i + H, j:j + W]; no tap reaches below the centre row, so no bottom pad.
-  Each window is flattened to a [B * H * W, in] matrix first: XLA's CPU backend
-  runs (and differentiates) that 2-D matmul several times faster than the same
-  contraction written over the 4-D window. The matmuls accumulate in float32 and
-  the sum is cast back to x.dtype.
+  xp is the input padded by c rows on top and c columns either side (`padding`), so
+  tap (i, j) is the window xp[:, i:i + H, j:j + W]; no tap reaches below the centre
+  row, so there is no bottom pad. Each window is flattened to a [B * H * W, in]
+  matrix first: XLA's CPU backend runs (and differentiates) that 2-D matmul several
+  times faster than the same contraction written over the 4-D window. The matmuls
+  accumulate in float32 and the sum is cast back to xp.dtype.
   """
-  batch, height, width, in_features = x.shape
   c = kernel.shape[0] // 2
-  xp = jnp.pad(x, ((0, 0), (c, 0), (c, c), (0, 0)))
+  batch, height, width, in_features = xp.shape
+  height, width = height - c, width - 2 * c
   out = None
   for i in range(c + 1):
     for j in range(kernel.shape[1]):
@@ -110,7 +110,7 @@ def _conv_taps(x: jax.Array, kernel: jax.Array, mask: np.ndarray) -> jax.Array:
       window = xp[:, i:i + height, j:j + width].reshape(-1, in_features)
       term = jnp.dot(window, w, preferred_element_type=jnp.float32)
       out = term if out is None else out + term
-  return out.reshape(batch, height, width, -1).astype(x.dtype)
+  return out.reshape(batch, height, width, -1).astype(xp.dtype)
 
 
 class MaskedConv2D(nn.Module):
@@ -159,18 +159,57 @@ class MaskedConv2D(nn.Module):
     if self.kernel_size == 1 and self.mask_type == 'A' and self.data_channels == 1:
       raise ValueError("a 1x1 mask 'A' convolution with one channel group masks every tap.")
 
+  def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) zero padding that makes `window` the 'SAME' convolution."""
+    c = self.kernel_size // 2
+    return (c, 0), (c, c)
+
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [B, H, W, in] -> [B, H, W, features] in `dtype`."""
-    self._check(x.shape[-1])
-    mask = conv_mask(self.kernel_size, x.shape[-1], self.features, self.mask_type,
+  def window(self, xp: jax.Array) -> jax.Array:
+    """The convolution of an already padded input: [B, H + c, W + 2c, in] -> [B, H, W, F].
+
+    c = kernel_size // 2. With H = W = 1 this is one output pixel from the (c + 1) x k
+    window that ends at it, the step of cached sampling (Ramachandran et al. 2017).
+    """
+    self._check(xp.shape[-1])
+    mask = conv_mask(self.kernel_size, xp.shape[-1], self.features, self.mask_type,
                      self.data_channels)
     kernel = self.param('kernel', _masked_init(mask), mask.shape, jnp.float32)
-    x = x.astype(self.dtype)
+    xp = xp.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
     conv = _conv_taps if self.resolved_impl() == 'taps' else _conv_xla
-    y = conv(x, kernel, mask)
+    y = conv(xp, kernel, mask)
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
       y = y + bias.astype(self.dtype)
     return y
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, H, W, in] -> [B, H, W, features] in `dtype`."""
+    return self.window(jnp.pad(x, ((0, 0), *self.padding(), (0, 0))))
+
+
+def conv_at(owner: nn.Module, conv: MaskedConv2D, z: jax.Array, row: jax.Array, col: jax.Array,
+            size: tuple[int, int], cache_name: str) -> jax.Array:
+  """`conv`'s output at pixel (row, col) alone, from a cached input map: z [B, 1, 1, in] -> [B, 1, 1, F].
+
+  The step of cached sampling (Ramachandran et al. 2017, "Fast Generation for
+  Convolutional Autoregressive Models") for a masked convolution: its input map,
+  zero padded ([B, H + c, W + 2c, in], c = k // 2), lives in `owner`'s 'cache'
+  collection as `cache_name`; z is written at the pixel and the layer runs on the
+  (c + 1) x k window that ends there. Its output equals the full convolution's at
+  the pixel as long as every pixel before it was written: the mask never reaches
+  later pixels, whose entries are zeros or stale. Call from a compact method of
+  `owner` applied with mutable=['cache'], pixels in raster order (a pixel may be
+  rewritten, e.g. once per channel).
+  """
+  height, width = size
+  c = conv.kernel_size // 2
+  batch, in_features = z.shape[0], z.shape[-1]
+  inputs = owner.variable('cache', cache_name, jnp.zeros,
+                          (batch, height + c, width + 2 * c, in_features), z.dtype)
+  inputs.value = jax.lax.dynamic_update_slice(inputs.value, z.astype(inputs.value.dtype),
+                                              (0, row + c, col + c, 0))
+  window = jax.lax.dynamic_slice(inputs.value, (0, row, col, 0),
+                                 (batch, c + 1, conv.kernel_size, in_features))
+  return conv.window(window)

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dulx import sampling
 from dulx.errors import ConfigError
 from dulx.models import build_model
 from dulx.models.autoregressive.pixelsnail import PixelSNAIL, position_encoding
@@ -80,25 +79,9 @@ def test_log_prob_sums_to_one(case):
 def test_cached_samples_equal_naive_samples(event_shape, num_levels, num_classes, fields):
   model = _model(event_shape, num_levels, num_classes=num_classes, **fields)
   variables = helpers.random_variables(model, scale=0.5)
-  num, rng = 16, jax.random.PRNGKey(0)
-  y = None if num_classes is None else jnp.arange(num) % num_classes
-  naive = sampling.sample(model, variables, rng, num, y=y, method='naive')
-  cached = sampling.sample(model, variables, rng, num, y=y, method='cached')
-  np.testing.assert_array_equal(naive, cached)
-  chex.assert_shape(cached, (num, *event_shape))
-  assert cached.dtype == jnp.int32 and 0 <= cached.min() and cached.max() < num_levels
-  assert len(np.unique(np.asarray(cached))) > 1
-  # Completion: the first row and one sub-pixel given; both samplers agree and keep them.
-  given = jnp.asarray(np.random.default_rng(0).integers(0, num_levels, (num, *event_shape)),
-                      jnp.int32)
-  given_mask = jnp.zeros(event_shape, bool).at[0].set(True).at[1, 1, 0].set(True)
-  completions = [np.asarray(sampling.sample(model, variables, rng, num, y=y, given=given,
-                                            given_mask=given_mask, method=method))
-                 for method in ('naive', 'cached')]
-  np.testing.assert_array_equal(completions[0], completions[1])
-  kept = np.broadcast_to(np.asarray(given_mask), completions[1].shape)
-  np.testing.assert_array_equal(completions[1][kept], np.asarray(given)[kept])
-  assert np.any(completions[1][~kept] != np.asarray(given)[~kept])
+  given_mask = np.zeros(event_shape, bool)  # The first row and one sub-pixel given.
+  given_mask[0], given_mask[1, 1, 0] = True, True
+  helpers.assert_cached_sampling_equals_naive(model, variables, given_mask, num=16, seed=0)
 
 
 def test_decode_equals_the_full_pass():

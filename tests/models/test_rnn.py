@@ -95,23 +95,8 @@ def test_log_prob_sums_to_one(case):
 def test_cached_sampling_returns_the_naive_samples(event_shape, num_levels, fields):
   model = _model(event_shape, num_levels, **fields)
   variables = helpers.random_variables(model, scale=0.5)
-  rng, num = jax.random.PRNGKey(7), 64
-  y = None if model.num_classes is None else jnp.arange(num) % model.num_classes
-  naive = sampling.sample(model, variables, rng, num, y=y, method='naive')
-  cached = sampling.sample(model, variables, rng, num, y=y, method='cached')
-  np.testing.assert_array_equal(naive, cached)
-  chex.assert_shape(cached, (num, *event_shape))
-  assert cached.dtype == jnp.int32 and cached.min() >= 0 and cached.max() < num_levels
-  assert len(np.unique(np.asarray(cached))) == num_levels  # Not stuck on one level.
-  given = jnp.asarray(np.random.default_rng(1).integers(0, num_levels, (num, *event_shape)),
-                      jnp.int32)
-  given_mask = jnp.asarray(np.random.default_rng(2).random(event_shape) < 0.4)
-  completed = sampling.sample(model, variables, rng, num, y=y, given=given,
-                              given_mask=given_mask, method='cached')
-  np.testing.assert_array_equal(completed, sampling.sample(
-      model, variables, rng, num, y=y, given=given, given_mask=given_mask, method='naive'))
-  kept = np.broadcast_to(np.asarray(given_mask), completed.shape)
-  np.testing.assert_array_equal(np.asarray(completed)[kept], np.asarray(given)[kept])
+  given_mask = np.random.default_rng(2).random(event_shape) < 0.4
+  helpers.assert_cached_sampling_equals_naive(model, variables, given_mask, all_levels=True)
 
 
 def test_loss_falls_and_samples_are_valid_levels():

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from dulx import distributions
-from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_int, require_levels
 from dulx.models import require_multiple, require_rate, resolve_likelihood
 from dulx.nn.attention import CausalSelfAttention

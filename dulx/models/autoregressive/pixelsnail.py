@@ -47,6 +47,7 @@ from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_choice, require_int
 from dulx.models import require_levels, require_multiple, require_rate, resolve_likelihood
 from dulx.nn.attention import CausalSelfAttention
+from dulx.nn import masked_conv
 from dulx.nn.masked_conv import IMPLS, MaskedConv2D
 
 if TYPE_CHECKING:
@@ -116,25 +117,17 @@ class GatedResidual(nn.Module):
              a: jax.Array | None = None, y: jax.Array | None = None) -> jax.Array:
     """The block at pixel (row, col) alone: h [B, F], a [B, F'] or None -> [B, F].
 
-    Each k x k convolution keeps its input map, zero padded, in the 'cache' collection
-    ([B, H + c, W + 2c, F_in], c = k // 2): the pixel's input is written there and the
-    layer runs on the (c + 1) x k window that ends at the pixel, whose output at the
-    pixel is the full convolution's (the masked taps never reach later pixels).
-    Apply with mutable=['cache'], pixels in raster order.
+    Each k x k convolution keeps its input map in the 'cache' collection and runs on
+    the window that ends at the pixel (`dulx.nn.masked_conv.conv_at`). Apply with
+    mutable=['cache'], pixels in raster order.
     """
-    height, width = size
 
     def conv_at(z, features, name):
+      conv = self._conv(features, name)
       if self.kernel_size == 1:
-        return self._conv(features, name)(z)
-      c = self.kernel_size // 2
-      inputs = self.variable('cache', f'{name}_inputs', jnp.zeros,
-                             (z.shape[0], height + c, width + 2 * c, z.shape[-1]), z.dtype)
-      inputs.value = jax.lax.dynamic_update_slice(inputs.value, z[:, None, None],
-                                                  (0, row + c, col + c, 0))
-      window = jax.lax.dynamic_slice(inputs.value, (0, row, col, 0),
-                                     (z.shape[0], c + 1, self.kernel_size, z.shape[-1]))
-      return self._conv(features, name)(window)[:, c, c]
+        return conv(z)
+      return masked_conv.conv_at(self, conv, z[:, None, None], row, col, size,
+                                 f'{name}_inputs')[:, 0, 0]
 
     return self._gate(h, a, y, conv_at, lambda z: z)
 
@@ -303,7 +296,7 @@ class PixelSNAIL(nn.Module):
     window = jax.lax.dynamic_slice(padded, (0, row, col, 0),
                                    (batch, c + 1, self.first_kernel_size, channels))
     h = MaskedConv2D(self.channels, self.first_kernel_size, 'A', dtype=self.dtype,
-                     impl=self.conv_impl, name='input_conv')(window)[:, c, c]
+                     impl=self.conv_impl, name='input_conv').window(window)[:, 0, 0]
     gated = dict(dropout_rate=self.dropout_rate, num_classes=self.num_classes, dtype=self.dtype,
                  conv_impl=self.conv_impl)
     for i in range(self.num_blocks):
