@@ -37,8 +37,9 @@ _REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed calls per config and method
 
 # name -> (model, options). The *_8x64 configs are the PyTorch peer's training shapes
 # (ImageGPT: 8 blocks, 2 heads, width 64; PixelSNAIL: 8 blocks of 2 residual blocks, 64
-# channels, 4 key and 32 value channels); the *_2x32 ones sizes that a CPU samples
-# naively in minutes.
+# channels, 4 key and 32 value channels); the *_2x32 ones and pixelcnn_pp_32x2 (the
+# default PixelCNN++ is 160 filters x 5 blocks, some 20 minutes of naive sampling on a
+# 2-core CPU) sizes that a CPU samples naively in minutes.
 CONFIGS = {
     'imagegpt_8x64': ('imagegpt', dict(num_layers=8, embed_dim=64, num_heads=2)),
     'imagegpt_2x32': ('imagegpt', dict(num_layers=2, embed_dim=32, num_heads=2)),
@@ -46,6 +47,7 @@ CONFIGS = {
                                            key_channels=4, value_channels=32)),
     'pixelsnail_2x32': ('pixelsnail', dict(num_blocks=2, num_residual=1, channels=32,
                                            key_channels=8, value_channels=16, head_channels=32)),
+    'pixelcnn_pp_32x2': ('pixelcnn_pp', dict(num_filters=32, num_resnet=2, num_scales=3)),
 }
 
 

@@ -20,6 +20,12 @@ kernel tap (r, c) at output (s i + r, s j + c - (kw - 1)/2) ('down') or
 input rows i <= p / s, so a causal low-resolution map upsamples to a causal one.
 A strided convolution has output size (ceil(H / s), ceil(W / s)).
 
+A convolution also applies to an input its caller has already padded as `padding()`
+says (`window`): to the kh padded rows, or the kh x kw padded taps, that make one
+output row or one output pixel, read from a cache of its padded input. That is the
+step of cached sampling (Ramachandran et al. 2017, "Fast Generation for Convolutional
+Autoregressive Models"; see `dulx.models.autoregressive.pixelcnn_pp`).
+
 All compute with `lax.conv_general_dilated` on explicitly padded inputs, in `dtype`,
 with float32 parameters: 'kernel' [kh, kw, in, features] and 'bias' [features].
 Unlike a masked convolution these kernels have no zero taps to skip, and the
@@ -88,8 +94,8 @@ class ShiftedConv2D(nn.Module):
       raise ValueError(f"a 'down' convolution is centred: its kernel width must be odd, "
                        f'got {self.kernel_size}.')
 
-  def _padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((top, bottom), (left, right)) padding of the (dilated, if transposed) input."""
+  def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) zero padding of the (s-dilated, if transposed) input."""
     kh, kw = self.kernel_size
     centre = (kw - 1) // 2 if self.shift == 'down' else 0
     if not self.transpose:
@@ -103,8 +109,9 @@ class ShiftedConv2D(nn.Module):
     return (kh - 1, s - 1), (kw - 1 - centre, s - 1 + centre)
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [B, H, W, in] -> [B, H', W', features] in `dtype` (sizes in the class docstring)."""
+  def _apply(self, x: jax.Array,
+             padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+    """The (transposed) convolution of x with the given zero padding, in `dtype`."""
     self._check()
     kh, kw = self.kernel_size
     kernel = self.param('kernel', self.kernel_init, (kh, kw, x.shape[-1], self.features),
@@ -112,12 +119,31 @@ class ShiftedConv2D(nn.Module):
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if self.transpose:
       y = lax.conv_general_dilated(x, kernel[::-1, ::-1], window_strides=(1, 1),
-                                   padding=self._padding(), lhs_dilation=(self.strides,) * 2,
+                                   padding=padding, lhs_dilation=(self.strides,) * 2,
                                    dimension_numbers=_DIMENSIONS)
     else:
       y = lax.conv_general_dilated(x, kernel, window_strides=(self.strides,) * 2,
-                                   padding=self._padding(), dimension_numbers=_DIMENSIONS)
+                                   padding=padding, dimension_numbers=_DIMENSIONS)
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
       y = y + bias.astype(self.dtype)
     return y
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, H, W, in] -> [B, H', W', features] in `dtype` (sizes in the class docstring)."""
+    return self._apply(x, self.padding())
+
+  def window(self, x: jax.Array) -> jax.Array:
+    """The convolution of an input already zero padded as `padding()` says (no padding).
+
+    x: [B, H', W', in] -> [B, (H' - kh) // s + 1, (W' - kw) // s + 1, features]. The
+    padded rows s r .. s r + kh - 1 give output row r, and the kh x kw taps at padded
+    (s r, s c) output (r, c) alone.
+
+    Raises:
+      ValueError: for a transposed convolution (its output row p reads only input
+        row p // s: apply it to that row).
+    """
+    if self.transpose:
+      raise ValueError('window applies a convolution, not a transposed one.')
+    return self._apply(x, ((0, 0), (0, 0)))

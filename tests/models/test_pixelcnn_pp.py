@@ -1,5 +1,6 @@
 """PixelCNN++: shifted convolutions, causality by Jacobian over pixels, normalisation,
-joint sampling of a pixel's channels, dropout, learning, the script, builder errors."""
+joint sampling of a pixel's channels, cached sampling, dropout, learning, the script,
+builder errors."""
 
 import json
 import os
@@ -62,6 +63,13 @@ def test_shifted_convolutions_follow_their_definition(shift, kernel_size):
     expected = _reference_conv(x, np.asarray(variables['params']['kernel']), shift, strides,
                                transpose) + np.asarray(variables['params']['bias'])
     np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+    if transpose:
+      with pytest.raises(ValueError, match='transposed'):
+        conv.apply(variables, x, method='window')
+    else:  # The same convolution on an input padded by the caller (cached sampling).
+      padded = np.pad(x, ((0, 0), *conv.padding(), (0, 0)))
+      np.testing.assert_allclose(conv.apply(variables, padded, method='window'), expected,
+                                 rtol=1e-5, atol=1e-5)
   x = jnp.arange(6.0).reshape(1, 2, 3, 1)
   np.testing.assert_array_equal(down_shift(x)[0, :, :, 0], [[0, 0, 0], [0, 1, 2]])
   np.testing.assert_array_equal(right_shift(x)[0, :, :, 0], [[0, 0, 1], [0, 3, 4]])
@@ -148,6 +156,61 @@ def test_samples_are_levels_and_completion_keeps_given_pixels():
   assert completed.min() >= 0 and completed.max() < 9
   np.testing.assert_array_equal(np.asarray(completed)[given_mask], np.asarray(given)[given_mask])
   assert np.any(np.asarray(completed)[~given_mask] != np.asarray(given)[~given_mask])
+
+
+# Odd and even sizes (the crops after up-sampling: 5 -> 3 -> 6 -> 5, 7 -> 4 -> 2 -> 4 -> 8
+# -> 7), one to three scales, RGB, unconditional and class-conditional.
+CACHE_CASES = {
+    'binary-5x6': dict(event_shape=(5, 6, 1), num_levels=2),
+    'rgb-4x3-conditional': dict(event_shape=(4, 3, 3), num_levels=4, num_classes=3),
+    'binary-7x7-3-scales': dict(event_shape=(7, 7, 1), num_levels=2, num_scales=3),
+    'ternary-3x4-1-scale-conditional': dict(event_shape=(3, 4, 1), num_levels=3, num_classes=2,
+                                            num_scales=1),
+}
+
+
+@pytest.mark.parametrize('case', CACHE_CASES)
+def test_decode_returns_the_teacher_forced_parameters_at_every_step(case):
+  # Step t sees x with the pixels before t drawn and fresh noise from pixel t on: what
+  # earlier steps cached must be final when a step reads it, and the noise must not leak.
+  # Weights at scale 0.2 keep the parameters O(1), so the tolerance is float rounding.
+  model = _model(**CACHE_CASES[case])
+  variables = helpers.random_variables(model, scale=0.2)
+  height, width, channels = model.event_shape
+  num, steps = 3, height * width
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, model.num_levels, (num, height, width, channels))
+  noise = rng.integers(0, model.num_levels, (steps, num, height, width, channels))
+  drawn = (np.arange(steps)[:, None] > np.arange(steps)).reshape(steps, 1, height, width, 1)
+  xs = jnp.asarray(np.where(drawn, x, noise), jnp.int32)  # [steps, B, H, W, C]
+  y = None if model.num_classes is None else jnp.arange(num) % model.num_classes
+
+  @jax.jit
+  def decode_all(xs):
+    out, cache = model.apply(variables, xs[0], 0, y, method='decode', mutable=['cache'])
+
+    def step(cache, inputs):
+      t, x = inputs
+      out, cache = model.apply({**variables, **cache}, x, t, y, method='decode',
+                               mutable=['cache'])
+      return cache, out
+
+    _, outs = jax.lax.scan(step, cache, (jnp.arange(1, steps), xs[1:]))
+    return jnp.concatenate([out[None], outs])  # [steps, B, P]
+
+  expected = model.apply(variables, jnp.asarray(x, jnp.int32), y)
+  expected = expected.reshape(num, steps, -1).transpose(1, 0, 2)
+  assert np.abs(expected).max() > 1  # Parameters far from zero: a real comparison.
+  np.testing.assert_allclose(decode_all(xs), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('case', CACHE_CASES)
+def test_cached_sampling_returns_the_naive_samples(case):
+  model = _model(**CACHE_CASES[case])
+  variables = helpers.random_variables(model, scale=0.2)
+  given_mask = np.zeros(model.event_shape, bool)  # The top rows and the last pixel given.
+  given_mask[:2], given_mask[-1, -1] = True, True
+  helpers.assert_cached_sampling_equals_naive(model, variables, given_mask, all_levels=True)
 
 
 def test_dropout_only_when_training():
