@@ -1,5 +1,7 @@
 """FFJORD: invertibility, exact-trace logdet by Jacobian, Hutchinson unbiasedness, learning.
 
+Single-scale and multi-scale (num_scales=2 on 4x4 or 2x2 images) flows alike.
+
 The model lives in dulx.models.flows.ffjord (module `ffjord`).
 """
 
@@ -18,6 +20,7 @@ from dulx import data as dulx_data
 from dulx import sampling
 from dulx.errors import ConfigError
 from dulx.models import build_model
+from dulx.models.flows.autoregressive import to_flow_space
 from dulx.models.flows.ffjord import FFJORD, VectorField
 from tests import helpers
 
@@ -25,17 +28,23 @@ pytest.importorskip('diffrax')  # The ODE solver; ffjord's builder refuses to ru
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+# Two scales: blocks on [H, W, C], squeeze, blocks on [H/2, W/2, 4C], factor out 2C
+# channels, blocks on [H/2, W/2, 2C]. Small fields keep each ODE solve cheap.
+MULTISCALE = {'field': 'conv', 'num_scales': 2, 'hidden_sizes': (4,)}
+
+
 def _flow(event_shape, tolerance=1e-7, **fields):
-  model = FFJORD(event_shape=event_shape, hidden_sizes=(16, 16), rtol=tolerance, atol=tolerance,
-                 **fields)
+  model = FFJORD(event_shape=event_shape, rtol=tolerance, atol=tolerance,
+                 **{'hidden_sizes': (16, 16), **fields})
   return model, helpers.random_variables(model, scale=0.5)
 
 
-@pytest.mark.parametrize('event_shape,jit,field', [
-    ((2,), True, 'mlp'), ((2, 2, 1), False, 'mlp'), ((3, 3, 2), True, 'conv')],
-    ids=['2-jit', '2x2x1-nojit', 'conv-3x3x2-jit'])
-def test_round_trips_and_logdets_cancel(event_shape, jit, field):
-  model, variables = _flow(event_shape, field=field)
+@pytest.mark.parametrize('event_shape,jit,fields', [
+    ((2,), True, {}), ((2, 2, 1), False, {}), ((3, 3, 2), True, {'field': 'conv'}),
+    ((4, 4, 1), True, {**MULTISCALE, 'blocks_per_scale': 2})],
+    ids=['2-jit', '2x2x1-nojit', 'conv-3x3x2-jit', 'multiscale-4x4x1-2blocks-jit'])
+def test_round_trips_and_logdets_cancel(event_shape, jit, fields):
+  model, variables = _flow(event_shape, **fields)
   forward = lambda x: model.apply(variables, x, method='forward')
   inverse = lambda z: model.apply(variables, z, method='inverse')
   if jit:
@@ -50,16 +59,24 @@ def test_round_trips_and_logdets_cancel(event_shape, jit, field):
   np.testing.assert_allclose(logdet + inverse_logdet, 0.0, atol=1e-4)
 
 
-@pytest.mark.parametrize('event_shape,field', [((3,), 'mlp'), ((2, 3, 1), 'conv')])
-def test_exact_trace_logdet_is_the_log_jacobian_determinant_of_the_solved_map(event_shape, field):
-  model, variables = _flow(event_shape, field=field)
+@pytest.mark.parametrize('event_shape,fields', [
+    ((3,), {}), ((2, 3, 1), {'field': 'conv'}), ((4, 4, 2), MULTISCALE)],
+    ids=['3', 'conv-2x3x1', 'multiscale-4x4x2'])
+def test_exact_trace_logdet_is_the_log_jacobian_determinant_of_the_solved_map(event_shape, fields):
+  # Multi-scale: the Jacobian of the whole map, squeezes and factor-outs included. By
+  # jacrev: diffrax's checkpointed adjoint has no forward mode (jacfwd).
+  model, variables = _flow(event_shape, **fields)
   x = jnp.asarray(np.random.default_rng(1).standard_normal((5, *event_shape)), jnp.float32)
-  one = lambda v: model.apply(variables, v[None], method='forward')[0][0].reshape(-1)
-  jacobians = jax.vmap(jax.jacrev(one))(x).reshape(5, model.num_dims, model.num_dims)
+
+  def one(v):  # z as a vector, and (aux, from the same trace) the model's logdet.
+    z, logdet = model.apply(variables, v[None], method='forward')
+    return z.reshape(-1), logdet[0]
+
+  jacobians, logdet = jax.vmap(jax.jacrev(one, has_aux=True))(x)
+  jacobians = jacobians.reshape(5, model.num_dims, model.num_dims)
   sign, expected = np.linalg.slogdet(np.asarray(jacobians, np.float64))
   assert np.all(sign > 0), 'an ODE flow preserves orientation'
   assert np.abs(expected).min() > 0.05, 'the test needs a map with a non-trivial volume change'
-  logdet = model.apply(variables, x, method='forward')[1]
   np.testing.assert_allclose(logdet, expected, atol=1e-4)
 
 
@@ -90,8 +107,10 @@ def test_conv_field_is_local_and_examples_do_not_interact():
   assert within[distance <= 2].mean() > 0.9 and not within[distance > 2].any()
 
 
-def test_hutchinson_evaluation_estimates_the_exact_log_prob():
-  exact_model, variables = _flow((2, 2, 1), tolerance=1e-5, field='conv')
+@pytest.mark.parametrize('num_scales', [1, 2])
+def test_hutchinson_evaluation_estimates_the_exact_log_prob(num_scales):
+  # num_scales=2: three blocks (2x2x1, 1x1x4, 1x1x2), one probe each.
+  exact_model, variables = _flow((2, 2, 1), tolerance=1e-5, field='conv', num_scales=num_scales)
   estimating = exact_model.clone(eval_trace='hutchinson')
   x = jnp.asarray(np.random.default_rng(5).standard_normal((3, 2, 2, 1)), jnp.float32)
   exact = exact_model.apply(variables, x, method='log_prob')
@@ -101,6 +120,35 @@ def test_hutchinson_evaluation_estimates_the_exact_log_prob():
   assert estimate.std(axis=0).min() > 0, 'the evaluation estimate should be stochastic'
   standard_error = estimate.std(axis=0) / np.sqrt(estimate.shape[0])
   assert np.all(np.abs(estimate.mean(axis=0) - exact) < 5 * standard_error + 1e-3)
+
+
+def test_multiscale_log_prob_is_the_base_density_of_every_dim_plus_the_logdets():
+  model, variables = _flow((4, 4, 1), tolerance=1e-5, num_levels=4, **MULTISCALE)
+  assert model.block_shapes == ((4, 4, 1), (2, 2, 4), (2, 2, 2))
+  x = jnp.asarray(np.random.default_rng(7).integers(0, 4, (3, 4, 4, 1)), jnp.int32)
+  rngs = {'dequantize': jax.random.PRNGKey(8)}
+  log_p = model.apply(variables, x, method='log_prob', rngs=rngs)
+  # log_prob's draw of u (its first 'dequantize' key), and the flow's output on it.
+  w = model.apply(variables, x, rngs=rngs, method=lambda m, x: to_flow_space(
+      m.make_rng('dequantize'), x, m.num_levels, m.alpha)[0])
+  s = np.asarray(jax.nn.sigmoid(w), np.float64)
+  np.testing.assert_array_equal(np.floor((s - model.alpha) / (1 - 2 * model.alpha) * 4), x)
+  z, logdet = model.apply(variables, w, method='forward')
+  z = np.asarray(z, np.float64).reshape(3, 16)
+  base_density = -0.5 * (z**2).sum(-1) - 8 * np.log(2 * np.pi)  # N(0, I) over all 16 dims.
+  preprocessing = (np.log(1 - 2 * model.alpha) - np.log(s) - np.log1p(-s)).reshape(3, 16).sum(-1)
+  np.testing.assert_allclose(log_p, base_density + logdet + preprocessing - 16 * np.log(4),
+                             rtol=1e-5)
+
+
+def test_multiscale_samples_at_low_temperature_are_finite_and_in_range():
+  model, variables = _flow((4, 4, 1), tolerance=1e-5, num_levels=4, **MULTISCALE)
+  points = np.asarray(sampling.sample(model.clone(num_levels=None), variables,
+                                      jax.random.PRNGKey(9), 8, temperature=0.7))
+  chex.assert_shape(points, (8, 4, 4, 1))
+  chex.assert_tree_all_finite(points)
+  samples = np.asarray(sampling.sample(model, variables, jax.random.PRNGKey(9), 8, temperature=0.7))
+  assert samples.dtype == np.int32 and samples.min() >= 0 and samples.max() < 4
 
 
 def test_density_integrates_to_one():
@@ -142,28 +190,36 @@ def test_build_sets_options():
                        'rtol': 1e-4, 'atol': 1e-6, 'max_steps': 50})
   assert (model.hidden_sizes, model.activation, model.integration_time) == ((8, 8), 'tanh', 0.5)
   assert (model.rtol, model.atol, model.max_steps, model.num_levels) == (1e-4, 1e-6, 50, None)
-  assert (model.field, model.eval_trace) == ('mlp', 'exact')
+  assert (model.field, model.eval_trace, model.num_scales, model.blocks_per_scale) == (
+      'mlp', 'exact', 1, 1)
   images = build_model('ffjord', helpers.dataset_info((4, 4, 1), 256),
-                       {'field': 'conv', 'eval_trace': 'hutchinson'})
+                       {'field': 'conv', 'eval_trace': 'hutchinson', 'num_scales': 3,
+                        'blocks_per_scale': 2})
   assert (images.field, images.eval_trace, images.num_levels) == ('conv', 'hutchinson', 256)
+  assert (images.num_scales, images.blocks_per_scale, len(images.block_shapes)) == (3, 2, 10)
 
 
-@pytest.mark.parametrize('options,match', [
-    ({'hidden_sizes': ()}, 'hidden_sizes'),
-    ({'hidden_sizes': (8, 0)}, 'hidden_sizes'),
-    ({'activation': 'relu'}, 'activation'),
-    ({'integration_time': 0.0}, 'integration_time'),
-    ({'rtol': -1e-5}, 'rtol'),
-    ({'atol': 0}, 'atol'),
-    ({'max_steps': 0}, 'max_steps'),
-    ({'conditional': True}, 'unknown option'),
-    ({'field': 'conv'}, 'needs images'),
-    ({'field': 'resnet'}, 'field'),
-    ({'eval_trace': 'approximate'}, 'eval_trace'),
+@pytest.mark.parametrize('shape,options,match', [
+    ((2,), {'hidden_sizes': ()}, 'hidden_sizes'),
+    ((2,), {'hidden_sizes': (8, 0)}, 'hidden_sizes'),
+    ((2,), {'activation': 'relu'}, 'activation'),
+    ((2,), {'integration_time': 0.0}, 'integration_time'),
+    ((2,), {'rtol': -1e-5}, 'rtol'),
+    ((2,), {'atol': 0}, 'atol'),
+    ((2,), {'max_steps': 0}, 'max_steps'),
+    ((2,), {'conditional': True}, 'unknown option'),
+    ((2,), {'field': 'conv'}, 'needs images'),
+    ((2,), {'field': 'resnet'}, 'field'),
+    ((2,), {'eval_trace': 'approximate'}, 'eval_trace'),
+    ((2,), {'num_scales': 2}, 'needs --field=conv'),
+    ((4, 4, 1), {'num_scales': 2}, 'needs --field=conv'),
+    ((4, 4, 1), {'field': 'conv', 'num_scales': 0}, 'num_scales'),
+    ((6, 6, 1), {'field': 'conv', 'num_scales': 3}, 'height and width divisible by 4'),
+    ((4, 4, 1), {'field': 'conv', 'blocks_per_scale': 0}, 'blocks_per_scale'),
 ])
-def test_build_refuses(options, match):
+def test_build_refuses(shape, options, match):
   with pytest.raises(ConfigError, match=match) as error:
-    build_model('ffjord', helpers.dataset_info((2,), None), options)
+    build_model('ffjord', helpers.dataset_info(shape, None), options)
   assert '\n' not in str(error.value)
 
 

@@ -1,40 +1,53 @@
-"""FFJORD: a continuous normalizing flow (Grathwohl et al. 2019).
+"""FFJORD: continuous normalizing flows (Grathwohl et al. 2019).
 
-The flow is the solution map of an ODE: z(0) = x, dz/dt = f(z(t), t) for t in [0, T],
-z = z(T). By the instantaneous change of variables (Chen et al. 2018, Thm. 1),
+One block of the flow is the solution map of an ODE: z(0) = x, dz/dt = f(z(t), t) for t
+in [0, T], z = z(T). By the instantaneous change of variables (Chen et al. 2018, Thm. 1),
 
     log |det dz(T)/dx| = integral_0^T tr(df/dz(z(t), t)) dt,
 
-so the ODE is solved for the augmented state (z, L), dL/dt = tr(df/dz), and
-log p(x) = log N(z(T); 0, I) + L(T). The inverse solves the same ODE from T back to 0.
-f is a stack of "concat-squash" layers, time entering every layer as a gate and a
-bias: h' = (W h + b) * sigmoid(a t + c) + e t. W is a dense layer on the flattened
-state (`field='mlp'`, FFJORD's toy architecture) or, for images, a 3x3 convolution on
-the state seen as an [H, W, C] image (`field='conv'`, FFJORD's image architecture
-without its multi-scale split), so the field is local and its size does not grow
-with the image.
+so the ODE is solved for the augmented state (z, L), dL/dt = tr(df/dz), and the block's
+logdet is L(T). The inverse solves the same ODE from T back to 0. f is a stack of
+"concat-squash" layers, time entering every layer as a gate and a bias:
+h' = (W h + b) * sigmoid(a t + c) + e t. W is a dense layer on the flattened state
+(`field='mlp'`, FFJORD's toy architecture) or, for images, a 3x3 convolution on the
+state seen as an [H, W, C] image (`field='conv'`, FFJORD's image layers), so the field
+is local and its size does not grow with the image.
+
+The flow is `blocks_per_scale` such blocks in sequence, each with its own vector field,
+or, for images, FFJORD's multi-scale architecture (that of its MNIST and CIFAR-10
+results, `ODENVP` in its code; after RealNVP, Dinh et al. 2017, Sec. 3.6) with
+`num_scales` > 1: each scale but the last is
+
+    blocks on [H, W, C] -> squeeze to [H/2, W/2, 4C] -> blocks -> factor out half
+
+and the last scale is blocks on its [H, W, C]. The factored-out half (the first 2C
+channels, as `layers.FactorOut`) goes to the N(0, I) base unchanged; the other half is
+the next scale's state. As in RealNVP's and Glow's flows in dulx, z has the data's
+shape: each scale unsqueezes its factored and transformed halves back. Squeeze and
+factor-out preserve volume, so log |det dz/dx| is the sum of the blocks' logdets.
 
 The trace: in training, Hutchinson's estimator tr(J) = E[eps^T J eps] with one
-Rademacher eps per example from the 'noise' rng, held fixed along the solve (FFJORD
-Sec. 3.1): one vector-Jacobian product per evaluation of f instead of D. In
-evaluation (train=False) the exact trace, from the full per-example Jacobian
+Rademacher eps per block and example from the 'noise' rng, held fixed along the block's
+solve (FFJORD Sec. 3.1): one vector-Jacobian product per evaluation of f instead of D.
+In evaluation (train=False) the exact trace, from the full per-example Jacobian
 (`eval_trace='exact'`, D forward-mode products per evaluation of f), or the same
 estimator as in training (`eval_trace='hutchinson'`, for images, where D = 784
-products per step would dominate): log p(x) is linear in the trace, so the mean of
+products per step would dominate): log p(x) is linear in the traces, so the mean of
 the estimates over a test set is an unbiased estimate of its mean log-likelihood.
 
-The ODE is solved by diffrax (Dopri5 with an adaptive PID step-size controller,
-`rtol`/`atol` options). Gradients use diffrax's RecursiveCheckpointAdjoint:
+Each block's ODE is solved by diffrax (Dopri5 with an adaptive PID step-size
+controller, `rtol`/`atol` options). Gradients use diffrax's RecursiveCheckpointAdjoint:
 backpropagation through the solver's own steps with checkpointing. It gives the exact
 gradient of the computed log-likelihood (discretise-then-optimise), which the
 backsolve adjoint of Chen et al. only approximates by solving a second ODE backwards,
 and for the sizes dulx trains its memory (the checkpoints) is small. Step sizes are
 chosen for the whole batch (the error norm is over the batch's state), as in FFJORD.
 
-Images are flattened, dequantized and mapped to logit space as for MAF
+Images are dequantized and mapped to logit space as for MAF
 (`dulx.models.flows.autoregressive.to_flow_space`), with every Jacobian counted.
 """
 
+from collections.abc import Sequence
 import math
 from typing import Any, Literal, TYPE_CHECKING
 
@@ -46,6 +59,8 @@ from dulx.errors import ConfigError
 from dulx.models import check_event_shape, require_choice, require_int, require_positive_sizes
 from dulx.models.flows import base
 from dulx.models.flows.autoregressive import from_flow_space, to_flow_space
+from dulx.models.flows.image_flow import require_squeezable
+from dulx.models.flows.layers import squeeze, unsqueeze
 
 try:
   import diffrax
@@ -110,7 +125,7 @@ class VectorField(nn.Module):
 
 
 class FFJORD(nn.Module):
-  """A continuous normalizing flow with a standard normal base, as a likelihood model.
+  """Continuous normalizing flows with a standard normal base, as a likelihood model.
 
   `forward`/`inverse` act on the flow's continuous space, [B, *event_shape]: the points
   themselves for continuous data, logits of dequantized values for discrete data.
@@ -119,19 +134,23 @@ class FFJORD(nn.Module):
     event_shape: shape of one example; D = its size, flattened in C order.
     num_levels: L for discrete data (dequantized), None for continuous points.
     num_classes: unused (unconditional); None by the model contract.
-    dtype: computation dtype of the vector field (the ODE state is float32).
-    hidden_sizes: widths (field='mlp') or channels (field='conv') of the vector
+    dtype: computation dtype of the vector fields (the ODE state is float32).
+    hidden_sizes: widths (field='mlp') or channels (field='conv') of each vector
       field's hidden layers.
     activation: 'softplus' or 'tanh' (smooth, so the ODE is well posed).
     field: 'mlp' (dense layers on the flattened state) or 'conv' (3x3 convolutions
       on the state as an image; event_shape must be (H, W, C)).
     eval_trace: the logdet in evaluation: 'exact' or 'hutchinson' (an unbiased
-      estimate, one Rademacher probe per example from the 'noise' rng).
-    integration_time: T.
+      estimate, one Rademacher probe per block and example from the 'noise' rng).
+    integration_time: T, of every block.
     rtol: relative tolerance of the adaptive solver.
     atol: absolute tolerance of the adaptive solver.
     max_steps: the most solver steps of one solve (a bound that reverse-mode needs).
     alpha: the logit map's margin for discrete data.
+    num_scales: scales of the multi-scale architecture (> 1 needs field='conv' and H,
+      W divisible by 2^(num_scales - 1)); 1: the blocks act on the whole example.
+    blocks_per_scale: blocks at each scale's resolution, and as many again after each
+      squeeze (FFJORD's n_blocks); each block is its own ODE with its own field.
   """
   event_shape: tuple[int, ...]
   num_levels: int | None = None
@@ -146,6 +165,8 @@ class FFJORD(nn.Module):
   atol: float = 1e-5
   max_steps: int = 1000
   alpha: float = 0.05
+  num_scales: int = 1
+  blocks_per_scale: int = 1
 
   @property
   def num_dims(self) -> int:
@@ -156,10 +177,25 @@ class FFJORD(nn.Module):
     """A range holding nearly all of the N(0, I) base: for pictures of the latent space."""
     return -4.0, 4.0
 
-  def _field(self) -> VectorField:
-    """The vector field as a free-standing module (parent=None), applied as a pure function."""
-    image_shape = tuple(self.event_shape) if self.field == 'conv' else None
-    return VectorField(self.num_dims, tuple(self.hidden_sizes), self.activation, self.dtype,
+  @property
+  def block_shapes(self) -> tuple[tuple[int, ...], ...]:
+    """The state's shape in each block, in forward order.
+
+    Per scale but the last: blocks_per_scale of (H, W, C), then blocks_per_scale of the
+    squeezed (H/2, W/2, 4C); the next scale's state is (H/2, W/2, 2C). The last scale:
+    blocks_per_scale of its state's shape (the example's shape when num_scales = 1).
+    """
+    shapes, shape = [], tuple(self.event_shape)
+    for _ in range(self.num_scales - 1):
+      h, w, c = shape
+      shapes += [shape] * self.blocks_per_scale + [(h // 2, w // 2, 4 * c)] * self.blocks_per_scale
+      shape = (h // 2, w // 2, 2 * c)
+    return tuple(shapes + [shape] * self.blocks_per_scale)
+
+  def _field(self, shape: tuple[int, ...]) -> VectorField:
+    """A block's vector field on states of `shape`, free-standing (parent=None): a pure function."""
+    image_shape = shape if self.field == 'conv' else None
+    return VectorField(math.prod(shape), tuple(self.hidden_sizes), self.activation, self.dtype,
                        image_shape=image_shape, parent=None)
 
   def setup(self):
@@ -170,75 +206,142 @@ class FFJORD(nn.Module):
                        f'got {self.field!r} and {self.eval_trace!r}.')
     if self.field == 'conv' and len(self.event_shape) != 3:
       raise ValueError(f"field='conv' needs images (H, W, C), got event_shape {self.event_shape}.")
+    if self.num_scales < 1 or self.blocks_per_scale < 1:
+      raise ValueError(f'num_scales and blocks_per_scale must be >= 1, got {self.num_scales} '
+                       f'and {self.blocks_per_scale}.')
+    squeezes = 2**(self.num_scales - 1)
+    if self.num_scales > 1 and (self.field != 'conv' or self.event_shape[0] % squeezes
+                                or self.event_shape[1] % squeezes):
+      raise ValueError(f"num_scales={self.num_scales} needs field='conv' and height and width "
+                       f'divisible by {squeezes}, got {self.field!r} and {self.event_shape}.')
 
     def init(rng):
-      z = jnp.zeros((1, self.num_dims), jnp.float32)
-      return self._field().init(rng, z, jnp.zeros([]))['params']
-    # One pytree that the solver takes as an argument: the vector field is applied
-    # as a pure function inside diffrax's loops.
-    self.field_params = self.param('field', init)
+      keys = jax.random.split(rng, len(self.block_shapes))
+      return {f'block_{k}': self._field(shape).init(
+                  key, jnp.zeros((1, math.prod(shape)), jnp.float32), jnp.zeros([]))['params']
+              for k, (key, shape) in enumerate(zip(keys, self.block_shapes))}
+    # One pytree, created here for forward and inverse alike, that the solver takes
+    # as an argument: each block's field is applied as a pure function inside
+    # diffrax's loops.
+    self.field_params = self.param('fields', init)
 
-  def _solve(self, z0: jax.Array, t0: float, t1: float,
-             noise: jax.Array | None, with_logdet: bool = True) -> tuple[jax.Array, jax.Array]:
-    """Solves (z, L) from t0 to t1 with L(t0) = 0: returns z(t1) [B, D] and L(t1) [B].
+  def _solve(self, block: int, z0: jax.Array, t0: float, t1: float, noise: jax.Array | None,
+             with_logdet: bool = True) -> tuple[jax.Array, jax.Array]:
+    """Solves block `block`'s (z, L) from t0 to t1 with L(t0) = 0: z(t1) and L(t1) [B].
 
-    dL/dt = tr(df/dz): exact when `noise` is None, else eps^T (df/dz) eps with eps =
-    noise; not computed (L = 0) when not `with_logdet`.
+    z0: [B, *block_shapes[block]]; dL/dt = tr(df/dz): exact when `noise` is None, else
+    eps^T (df/dz) eps with eps = noise (of z0's shape); not computed (L = 0) when not
+    `with_logdet`.
     """
-    field = self._field()
+    field = self._field(self.block_shapes[block])
+    batch = z0.shape[0]
 
     def dynamics(t, state, args):
       params, eps = args
       z, _ = state
       f = lambda v: field.apply({'params': params}, v, t)
       if not with_logdet:
-        return f(z), jnp.zeros(z.shape[0], jnp.float32)
+        return f(z), jnp.zeros(batch, jnp.float32)
       if eps is None:
         jacobians = jax.vmap(jax.jacfwd(lambda v: f(v[None])[0]))(z)  # [B, D, D]
         return f(z), jnp.trace(jacobians, axis1=1, axis2=2)
       dz, pullback = jax.vjp(f, z)
       return dz, jnp.sum(pullback(eps)[0] * eps, axis=-1)
 
-    state = (z0, jnp.zeros(z0.shape[0], jnp.float32))
+    eps = None if noise is None else noise.reshape(batch, -1)
+    state = (z0.reshape(batch, -1).astype(jnp.float32), jnp.zeros(batch, jnp.float32))
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(dynamics), diffrax.Dopri5(), t0=t0, t1=t1, dt0=None, y0=state,
-        args=(self.field_params, noise),
+        args=(self.field_params[f'block_{block}'], eps),
         stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
         adjoint=diffrax.RecursiveCheckpointAdjoint(), max_steps=self.max_steps)
     z1, trace_integral = solution.ys
-    return z1[0], trace_integral[0]
+    return z1[0].reshape(z0.shape), trace_integral[0]
 
-  def forward(self, x: jax.Array, noise: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Data -> noise: z = z(T) from z(0) = x.
+  def _blocks(self, blocks: range, h: jax.Array, noise: Sequence[jax.Array] | None,
+              inverse: bool, with_logdet: bool = True) -> tuple[jax.Array, jax.Array]:
+    """Blocks `blocks` in order on h [B, *their shape], or each inverted in reverse order.
+
+    Returns h's image and the sum of the blocks' logdets [B].
+    """
+    logdet = jnp.zeros(h.shape[0], jnp.float32)
+    t0, t1 = (self.integration_time, 0.0) if inverse else (0.0, self.integration_time)
+    for k in (reversed(blocks) if inverse else blocks):
+      h, block_logdet = self._solve(k, h, t0, t1, None if noise is None else noise[k], with_logdet)
+      logdet = logdet + block_logdet
+    return h, logdet
+
+  def _scale_blocks(self, scale: int) -> tuple[range, range]:
+    """Indices into `block_shapes` of a scale's blocks before and after its squeeze."""
+    first = 2 * self.blocks_per_scale * scale
+    middle = first + self.blocks_per_scale
+    last = middle if scale == self.num_scales - 1 else middle + self.blocks_per_scale
+    return range(first, middle), range(middle, last)
+
+  def _forward_scale(self, scale: int, x: jax.Array,
+                     noise: Sequence[jax.Array] | None) -> tuple[jax.Array, jax.Array]:
+    """Scale `scale` and the next ones: x [B, *its state's shape] -> (z like x, logdet [B])."""
+    before, after = self._scale_blocks(scale)
+    h, logdet = self._blocks(before, x, noise, inverse=False)
+    if scale == self.num_scales - 1:
+      return h, logdet
+    h, after_logdet = self._blocks(after, squeeze(h), noise, inverse=False)
+    k = h.shape[-1] // 2  # As layers.FactorOut: the first half goes to the base.
+    inner, inner_logdet = self._forward_scale(scale + 1, h[..., k:], noise)
+    z = unsqueeze(jnp.concatenate([h[..., :k], inner], axis=-1))
+    return z, logdet + after_logdet + inner_logdet
+
+  def _inverse_scale(self, scale: int, z: jax.Array, noise: Sequence[jax.Array] | None,
+                     with_logdet: bool) -> tuple[jax.Array, jax.Array]:
+    """The inverse of `_forward_scale`: z -> (x of z's shape, logdet [B] = log |det dx/dz|)."""
+    before, after = self._scale_blocks(scale)
+    logdet = jnp.zeros(z.shape[0], jnp.float32)
+    if scale < self.num_scales - 1:
+      h = squeeze(z)
+      k = h.shape[-1] // 2
+      inner, logdet = self._inverse_scale(scale + 1, h[..., k:], noise, with_logdet)
+      h, after_logdet = self._blocks(after, jnp.concatenate([h[..., :k], inner], axis=-1), noise,
+                                     inverse=True, with_logdet=with_logdet)
+      z, logdet = unsqueeze(h), logdet + after_logdet
+    x, before_logdet = self._blocks(before, z, noise, inverse=True, with_logdet=with_logdet)
+    return x, logdet + before_logdet
+
+  def forward(self, x: jax.Array,
+              noise: Sequence[jax.Array] | None = None) -> tuple[jax.Array, jax.Array]:
+    """Data -> noise through every block (and the multi-scale squeezes and factor-outs).
 
     Args:
       x: [B, *event_shape] float, the flow's continuous space.
-      noise: [B, D] Hutchinson probes (training), or None for the exact trace.
+      noise: Hutchinson probes (training), one per block, [B, *block_shapes[k]]; or
+        None for the exact trace.
 
     Returns:
-      z: [B, *event_shape] float32, and logdet [B] = log |det dz/dx| (an unbiased
-      estimate of it when `noise` is given).
+      z: [B, *event_shape] float32, and logdet [B] = log |det dz/dx|, the sum of the
+      blocks' trace integrals (an unbiased estimate of it when `noise` is given).
     """
     check_event_shape(x, self.event_shape)
-    flat = x.reshape(x.shape[0], self.num_dims).astype(jnp.float32)
-    z, logdet = self._solve(flat, 0.0, self.integration_time, noise)
-    return z.reshape(x.shape), logdet
+    return self._forward_scale(0, x.astype(jnp.float32), noise)
 
-  def inverse(self, z: jax.Array, noise: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Noise -> data: x = z(0) from z(T) = z; shapes as `forward`, logdet = log |det dx/dz|."""
+  def inverse(self, z: jax.Array,
+              noise: Sequence[jax.Array] | None = None) -> tuple[jax.Array, jax.Array]:
+    """Noise -> data, the inverse of `forward`; shapes as `forward`, logdet = log |det dx/dz|."""
     check_event_shape(z, self.event_shape)
-    flat = z.reshape(z.shape[0], self.num_dims).astype(jnp.float32)
-    x, logdet = self._solve(flat, self.integration_time, 0.0, noise)
-    return x.reshape(z.shape), logdet
+    return self._inverse_scale(0, z.astype(jnp.float32), noise, with_logdet=True)
 
   def __call__(self, x: jax.Array, y: jax.Array | None = None, *,
                train: bool = False) -> jax.Array:
     """A flow has no per-dimension outputs: its one pass is `log_prob`."""
     return self.log_prob(x, y, train=train)
 
+  def _probes(self, batch: int) -> tuple[jax.Array, ...]:
+    """One Rademacher probe per block and example from the 'noise' rng: [B, *block_shapes[k]]."""
+    keys = jax.random.split(self.make_rng('noise'), len(self.block_shapes))
+    return tuple(jax.random.rademacher(key, (batch, *shape), jnp.float32)
+                 for key, shape in zip(keys, self.block_shapes))
+
   def log_prob(self, x: jax.Array, y: jax.Array | None = None, *,
                train: bool = False) -> jax.Array:
-    """log p(x) in nats: [B] float32.
+    """log p(x) in nats: [B] float32, log N(z; 0, I) over all of z + logdet (+ preprocessing).
 
     train=True: the logdet by Hutchinson's estimator (Rademacher probes from the
     'noise' rng), an unbiased estimate of log p(x). train=False: the exact trace, or
@@ -254,24 +357,22 @@ class FFJORD(nn.Module):
     check_event_shape(x, self.event_shape)
     rng = None if self.num_levels is None else self.make_rng('dequantize')
     w, extra = to_flow_space(rng, x, self.num_levels, self.alpha)
-    noise = None
-    if train or self.eval_trace == 'hutchinson':
-      noise = jax.random.rademacher(self.make_rng('noise'), (x.shape[0], self.num_dims), jnp.float32)
+    noise = self._probes(x.shape[0]) if train or self.eval_trace == 'hutchinson' else None
     z, logdet = self.forward(w, noise)
     return base.standard_normal_log_prob(z) + logdet + extra
 
   def sample(self, rng: jax.Array, num: int, y: jax.Array | None = None,
              temperature: float | jax.Array = 1.0) -> jax.Array:
-    """x = inverse(z), z ~ N(0, temperature^2 I), solved without the trace term.
+    """x = inverse(z), z ~ N(0, temperature^2 I), solved without the trace terms.
 
     Returns:
       [num, *event_shape]: int32 levels in [0, num_levels) for discrete data, float32
       points otherwise.
     """
     del y
-    z = temperature * jax.random.normal(rng, (num, self.num_dims), jnp.float32)
-    x, _ = self._solve(z, self.integration_time, 0.0, None, with_logdet=False)
-    return from_flow_space(x.reshape(num, *self.event_shape), self.num_levels, self.alpha)
+    z = temperature * jax.random.normal(rng, (num, *self.event_shape), jnp.float32)
+    x, _ = self._inverse_scale(0, z, None, with_logdet=False)
+    return from_flow_space(x, self.num_levels, self.alpha)
 
 
 def _require_positive_float(name: str, value: Any) -> float:
@@ -285,23 +386,28 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
           activation: Literal['softplus', 'tanh'] = 'softplus',
           field: Literal['mlp', 'conv'] = 'mlp',
           eval_trace: Literal['exact', 'hutchinson'] = 'exact', integration_time: float = 1.0,
-          rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 1000) -> FFJORD:
-  """FFJORD for continuous points or dequantized images (flattened), unconditional.
+          rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 1000, num_scales: int = 1,
+          blocks_per_scale: int = 1) -> FFJORD:
+  """FFJORD for continuous points or dequantized images, unconditional.
 
   Args:
     info: metadata of a continuous dataset, or a discrete one (dequantized, logit space).
-    dtype: computation dtype of the vector field.
-    hidden_sizes: widths (mlp) or channels (conv) of the vector field's hidden layers
+    dtype: computation dtype of the vector fields.
+    hidden_sizes: widths (mlp) or channels (conv) of each vector field's hidden layers
       (at least one, each >= 1).
-    activation: the vector field's nonlinearity: 'softplus' or 'tanh'.
+    activation: the vector fields' nonlinearity: 'softplus' or 'tanh'.
     field: 'mlp' (dense layers on the flattened example) or 'conv' (3x3 convolutions;
       needs images of shape (H, W, C)).
     eval_trace: the evaluation logdet: 'exact' (D products per step of the solver) or
       'hutchinson' (one, an unbiased estimate; for images).
-    integration_time: T > 0, the length of the ODE's time interval.
+    integration_time: T > 0, the length of each block's ODE time interval.
     rtol: relative tolerance of the adaptive ODE solver (> 0).
     atol: absolute tolerance of the adaptive ODE solver (> 0).
     max_steps: the most steps of one ODE solve (>= 1); a solve that needs more fails.
+    num_scales: scales of FFJORD's multi-scale architecture (>= 1; > 1 needs
+      --field=conv and height and width divisible by 2^(num_scales - 1)).
+    blocks_per_scale: CNF blocks at each scale's resolution and again after each
+      squeeze (>= 1); each is its own ODE solve with its own vector field.
   """
   if diffrax is None:
     raise ConfigError('ffjord needs the diffrax package: pip install diffrax.')
@@ -312,10 +418,17 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
   if field == 'conv' and len(info.shape) != 3:
     raise ConfigError(f'--field=conv needs images of shape (H, W, C), but {info.spec!r} has '
                       f'examples of shape {tuple(info.shape)}; use --field=mlp.')
+  num_scales = require_int('num_scales', num_scales)
+  if num_scales > 1:
+    if field != 'conv':
+      raise ConfigError(f'--num_scales={num_scales} (the multi-scale architecture) needs '
+                        f'--field=conv.')
+    require_squeezable(tuple(info.shape), num_scales - 1, 'num_scales')
   return FFJORD(
       event_shape=tuple(info.shape), num_levels=info.num_levels, dtype=dtype,
       hidden_sizes=hidden_sizes, activation=require_choice('activation', activation, tuple(ACTIVATIONS)),
       field=field, eval_trace=require_choice('eval_trace', eval_trace, EVAL_TRACES),
       integration_time=_require_positive_float('integration_time', integration_time),
       rtol=_require_positive_float('rtol', rtol), atol=_require_positive_float('atol', atol),
-      max_steps=require_int('max_steps', max_steps))
+      max_steps=require_int('max_steps', max_steps), num_scales=num_scales,
+      blocks_per_scale=require_int('blocks_per_scale', blocks_per_scale))
