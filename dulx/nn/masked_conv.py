@@ -191,7 +191,9 @@ class MaskedConv2D(nn.Module):
 
 def conv_at(owner: nn.Module, conv: MaskedConv2D, z: jax.Array, row: jax.Array, col: jax.Array,
             size: tuple[int, int], cache_name: str) -> jax.Array:
-  """`conv`'s output at pixel (row, col) alone, from a cached input map: z [B, 1, 1, in] -> [B, 1, 1, F].
+  """`conv`'s output at pixel (row, col) alone, from a cached input map.
+
+  z: [B, 1, 1, in], the layer's input at the pixel -> [B, 1, 1, features].
 
   The step of cached sampling (Ramachandran et al. 2017, "Fast Generation for
   Convolutional Autoregressive Models") for a masked convolution: its input map,

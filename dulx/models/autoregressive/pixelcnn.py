@@ -149,7 +149,6 @@ class PixelCNN(nn.Module):
     logp = distributions.log_prob(self(x, y, train=train), x)
     return logp.reshape(x.shape[0], -1).sum(axis=-1)
 
-
   @nn.compact
   def decode(self, x: jax.Array, t: int | jax.Array, y: jax.Array | None = None) -> jax.Array:
     """The logits of sub-pixel t from the caches: one step of cached sampling.

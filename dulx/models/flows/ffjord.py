@@ -426,7 +426,8 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
     require_squeezable(tuple(info.shape), num_scales - 1, 'num_scales')
   return FFJORD(
       event_shape=tuple(info.shape), num_levels=info.num_levels, dtype=dtype,
-      hidden_sizes=hidden_sizes, activation=require_choice('activation', activation, tuple(ACTIVATIONS)),
+      hidden_sizes=hidden_sizes,
+      activation=require_choice('activation', activation, tuple(ACTIVATIONS)),
       field=field, eval_trace=require_choice('eval_trace', eval_trace, EVAL_TRACES),
       integration_time=_require_positive_float('integration_time', integration_time),
       rtol=_require_positive_float('rtol', rtol), atol=_require_positive_float('atol', atol),
