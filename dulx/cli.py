@@ -59,7 +59,8 @@ _HELP = {
     'warmup_steps': 'Linear warm-up steps.',
     'weight_decay': 'Decoupled weight decay (adamw).',
     'grad_clip': 'Clip gradients to this global norm; 0 = off.',
-    'ema_decay': 'Keep an EMA of the parameters with this decay for eval/sampling; 0 = off.',
+    'ema_decay': ('Keep an EMA of the parameters for eval/sampling with this decay, warmed up as '
+                  'min(decay, (1 + t) / (10 + t)) at update t; 0 = off.'),
     'seed': 'Seed of initialisation, data order and sampling.',
     'dtype': 'Computation dtype: float32 | bfloat16 (params and loss stay float32).',
     'parallel': 'jit (sharded over a data mesh) | pmap; both give the same update.',

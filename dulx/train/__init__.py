@@ -10,6 +10,7 @@ from dulx.train.loop import train_and_evaluate
 from dulx.train.state import TrainState
 from dulx.train.step import JitRunner
 from dulx.train.step import PmapRunner
+from dulx.train.step import ema_decay_at
 from dulx.train.step import likelihood_loss
 from dulx.train.step import make_init_fn
 from dulx.train.step import make_optimizer
@@ -18,7 +19,8 @@ from dulx.train.step import make_train_step
 from dulx.train.writer import read_metrics
 
 __all__ = [
-    'Checkpoints', 'Config', 'Interrupted', 'JitRunner', 'PmapRunner', 'TrainState', 'evaluate',
+    'Checkpoints', 'Config', 'Interrupted', 'JitRunner', 'PmapRunner', 'TrainState', 'ema_decay_at',
+    'evaluate',
     'likelihood_loss', 'make_init_fn', 'make_optimizer', 'make_runner', 'make_train_step',
     'read_metrics', 'restore', 'sample', 'train_and_evaluate',
 ]

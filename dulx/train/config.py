@@ -55,7 +55,7 @@ class Config:
   warmup_steps: int = 0
   weight_decay: float = 0.0
   grad_clip: float = 0.0  # Global-norm clipping; 0 = off.
-  ema_decay: float = 0.0  # EMA of the parameters, used for eval and sampling; 0 = off.
+  ema_decay: float = 0.0  # Parameter EMA for eval and sampling (decay warmed up: ema_decay_at); 0 = off.
   # Execution.
   seed: int = 0
   dtype: str = 'float32'

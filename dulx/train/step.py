@@ -112,6 +112,19 @@ def make_init_fn(model: flax.linen.Module, tx: optax.GradientTransformation,
   return init_fn
 
 
+def ema_decay_at(step: jax.Array, ema_decay: float) -> jax.Array:
+  """The EMA's decay at update `step`: min(ema_decay, (1 + step) / (10 + step)).
+
+  The EMA starts at the initial parameters; at a constant decay of 0.999 they would
+  still weigh 0.999^1000 = 37% after 1,000 updates, so a short run would evaluate
+  mostly untrained weights. The warm-up (TensorFlow's ExponentialMovingAverage with
+  num_updates) averages over about the last tenth of the updates made so far until
+  the decay reaches `ema_decay`.
+  """
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, ema_decay: float = 0.0,
                     axis_name: str | None = None) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
@@ -138,7 +151,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params
     if ema_decay:
-      ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
+      decay = ema_decay_at(state.step, ema_decay)
+      ema_params = optax.incremental_update(params, ema_params, 1.0 - decay)
     metrics.update(grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
                    learning_rate=jnp.asarray(schedule(state.step), jnp.float32))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,

@@ -7,6 +7,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import dulx
@@ -172,6 +173,27 @@ def test_ema_params_are_kept_and_used(tmp_path):
   assert state.ema_params is not None
   assert not np.allclose(state.ema_params['logits'], state.params['logits'])
   assert state.variables()['params'] is state.ema_params
+
+
+def test_ema_decay_warms_up_from_the_initial_parameters():
+  # ema <- d_t ema + (1 - d_t) params after update t, d_t = min(decay, (1 + t) / (10 + t)).
+  loss_fn = lambda params, model_state, batch, rngs: (jnp.sum((params['w'] - 1.0)**2),
+                                                      ({}, model_state))
+  tx = optax.sgd(0.25)
+  step = jax.jit(train.make_train_step(loss_fn, tx, optax.constant_schedule(0.25), 0.999))
+  params = {'w': jnp.zeros(3)}
+  state = train.TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+                           model_state={}, ema_params=params, rng=jax.random.PRNGKey(0))
+  ema, w = 0.0, 0.0
+  for t in range(30):
+    state, _ = step(state, {})
+    w += 0.5 * (1.0 - w)  # SGD on (w - 1)^2 with learning rate 1/4.
+    decay = min(0.999, (1 + t) / (10 + t))
+    ema = decay * ema + (1 - decay) * w
+    np.testing.assert_allclose(state.ema_params['w'], ema, rtol=1e-5)
+  np.testing.assert_allclose(float(train.ema_decay_at(10**6, 0.999)), 0.999)
+  # After 30 updates the initial zeros weigh prod(d_t) < 1%, not 0.999^30 = 97%.
+  assert state.ema_params['w'][0] > 0.9
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
