@@ -8,6 +8,8 @@ Each line: {model, config, method, n, height, width, seconds, device}: the wall 
 one compiled call of `dulx.sampling.sample(model, variables, rng, n, method=...)` that
 draws n binary height x width images (the fastest of --repeats calls, after one call
 that compiles). Models run at random parameters: sampling cost does not depend on them.
+A (config, method) that fails prints its line with `error` in place of `seconds`, the rest
+still run, and the exit status is then 1.
 
 The configs are CONFIGS (a model at given options) and, by discovery, every registered
 model that builds for binary height x width x 1 images at its default options and has a
@@ -15,6 +17,7 @@ cached decode step (`dulx.sampling.autoregressive.supports_cache`), under its ow
 """
 
 import json
+import sys
 import time
 
 from absl import app
@@ -93,6 +96,7 @@ def main(argv):
   unknown = sorted(set(_ONLY.value) - set(configs))
   if unknown:
     raise app.UsageError(f'unknown config(s) {", ".join(unknown)}; known: {", ".join(configs)}.')
+  failed = False
   for name, (model_name, options) in configs.items():
     if _ONLY.value and name not in _ONLY.value:
       continue
@@ -100,10 +104,16 @@ def main(argv):
     for method in _METHODS.value:
       if method == 'cached' and not sampling.autoregressive.supports_cache(model):
         continue
-      seconds = measure(model, method, _NUM.value, _REPEATS.value)
-      print(json.dumps({'model': model_name, 'config': name, 'method': method, 'n': _NUM.value,
-                        'height': _HEIGHT.value, 'width': _WIDTH.value,
-                        'seconds': round(seconds, 4), 'device': device}), flush=True)
+      line = {'model': model_name, 'config': name, 'method': method, 'n': _NUM.value,
+              'height': _HEIGHT.value, 'width': _WIDTH.value, 'device': device}
+      try:
+        line['seconds'] = round(measure(model, method, _NUM.value, _REPEATS.value), 4)
+      except Exception as e:  # pylint: disable=broad-except  # One config's failure is reported, not fatal.
+        failed = True
+        line['error'] = f'{type(e).__name__}: {e}'[:500]
+      print(json.dumps(line), flush=True)
+  if failed:
+    sys.exit(1)
 
 
 if __name__ == '__main__':

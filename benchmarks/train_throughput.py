@@ -3,12 +3,19 @@
   python benchmarks/train_throughput.py                       # every config, fp32 and bf16
   python benchmarks/train_throughput.py --only=pixelcnn_15x16 --dtypes=float32 --steps=5
   python benchmarks/train_throughput.py --peak_tflops=989     # adds MFU (H100 SXM, dense bf16)
+  python benchmarks/train_throughput.py --dtypes=float32 --matmul_precision=highest
 
 Each line: {model, config, batch, dtype, device, step_ms, img_per_s, peer_img_per_s,
-tflops_per_s} (and `mfu` with --peak_tflops; flow configs add `sample_ms`, one
-compiled sampling call of a whole batch). FLOPs per step are XLA's own count of the
+tflops_per_s, precision} (and `mfu` with --peak_tflops; flow configs add `sample_ms`,
+one compiled sampling call of a whole batch). A config that fails prints {config, dtype,
+device, error} and the rest still run; the exit status is then 1. FLOPs per step are XLA's own count of the
 compiled step (`cost_analysis`), so `tflops_per_s` is what the step's arithmetic
 reached, not an estimate from a formula.
+
+`--matmul_precision` sets JAX's default precision of float32 matrix products and
+convolutions. At 'default' a GPU with tensor cores may compute them in TF32 (10-bit
+mantissa inputs); 'highest' keeps full float32, as PyTorch does for its matrix products
+by default (it allows TF32 in cuDNN convolutions). State which one a figure used.
 
 Inputs are random 28x28x1 images: binary for the autoregressive models, the shapes at
 which the PyTorch peer (pytorch-generative) was measured on one H100 in fp32 (its img/s
@@ -21,6 +28,7 @@ images at batch 64 and have no peer figure.
 """
 
 import json
+import sys
 import time
 
 from absl import app
@@ -37,6 +45,8 @@ _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes t
 _STEPS = flags.DEFINE_integer('steps', 50, 'Timed steps per config.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps (compilation) per config.')
 _PEAK = flags.DEFINE_float('peak_tflops', None, "The device's peak TFLOP/s, for MFU.")
+_PRECISION = flags.DEFINE_enum('matmul_precision', 'default', ['default', 'high', 'highest'],
+                               'JAX default precision of float32 matrix products and convolutions.')
 
 # name -> (model, options, batch size, levels, peer fp32 img/s on one H100 or None).
 CONFIGS = {
@@ -116,18 +126,27 @@ def measure(model_name: str, options: dict, batch_size: int, num_levels: int, dt
 
 def main(argv):
   del argv
+  jax.config.update('jax_default_matmul_precision', _PRECISION.value)
   device = f'{jax.devices()[0].platform}:{jax.devices()[0].device_kind}'
   unknown = sorted(set(_ONLY.value) - set(CONFIGS))
   if unknown:
     raise app.UsageError(f'unknown config(s) {", ".join(unknown)}; known: {", ".join(CONFIGS)}.')
+  failed = False
   for name, (model_name, options, batch, levels, peer) in CONFIGS.items():
     if _ONLY.value and name not in _ONLY.value:
       continue
     for dtype in _DTYPES.value:
-      result = measure(model_name, options, batch, levels, dtype, _STEPS.value, _WARMUP.value)
+      try:
+        result = measure(model_name, options, batch, levels, dtype, _STEPS.value, _WARMUP.value)
+      except Exception as e:  # pylint: disable=broad-except  # One config's failure is reported, not fatal.
+        failed = True
+        print(json.dumps({'config': name, 'dtype': dtype, 'device': device,
+                          'error': f'{type(e).__name__}: {e}'[:500]}), flush=True)
+        continue
       seconds = result['seconds']
       line = {'model': model_name, 'config': name, 'batch': batch, 'dtype': dtype,
-              'device': device, 'step_ms': round(seconds * 1e3, 3),
+              'device': device, 'precision': _PRECISION.value,
+              'step_ms': round(seconds * 1e3, 3),
               'img_per_s': round(batch / seconds, 1), 'peer_img_per_s': peer}
       if result['flops']:
         line['tflops_per_s'] = round(result['flops'] / seconds / 1e12, 4)
@@ -136,7 +155,8 @@ def main(argv):
       if 'sample_seconds' in result:
         line['sample_ms'] = round(result['sample_seconds'] * 1e3, 3)
       print(json.dumps(line), flush=True)
-
+  if failed:
+    sys.exit(1)
 
 if __name__ == '__main__':
   app.run(main)
