@@ -29,18 +29,16 @@ then runs the horizontal stack at one pixel from its per-layer row buffers, an
 O(N * k) cost instead of a full pass over the image.
 """
 
-import math
 from typing import Any, Literal, TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from dulx import distributions
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_choice, require_int
 from dulx.models import require_levels, resolve_likelihood
+from dulx.models.autoregressive.base import RasterLogitsModel
 from dulx.nn.gated import HorizontalConv, VerticalConv, gate
 from dulx.nn.masked_conv import IMPLS, MaskedConv2D
 from dulx.nn.shifted_conv import down_shift
@@ -51,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ['GatedPixelCNN', 'build']
 
 
-class GatedPixelCNN(nn.Module):
+class GatedPixelCNN(RasterLogitsModel):
   """The Gated PixelCNN of van den Oord et al. (2016) over images of discrete levels.
 
   Attributes:
@@ -115,10 +113,6 @@ class GatedPixelCNN(nn.Module):
                                   for l in range(self.num_layers)]
     self.head_hidden = masked_1x1(self.head_channels, 'head_hidden')
     self.head_out = masked_1x1(channels * per_channel, 'head_out')
-
-  def ordering(self) -> np.ndarray:
-    """[H * W * C]: raster order over (h, w), channels in order within a pixel."""
-    return np.arange(math.prod(self.event_shape))
 
   def _check(self, x: jax.Array, y: jax.Array | None) -> None:
     check_event_shape(x, self.event_shape)
@@ -194,12 +188,6 @@ class GatedPixelCNN(nn.Module):
     """
     del train
     return self.network(x.astype(jnp.float32) / (self.num_levels - 1), y)
-
-  def log_prob(self, x: jax.Array, y: jax.Array | None = None, *,
-               train: bool = False) -> jax.Array:
-    """log p(x) (or log p(x | y)) in nats: [B] float32, summed over H * W * C."""
-    logp = distributions.log_prob(self(x, y, train=train), x)
-    return logp.reshape(x.shape[0], -1).sum(axis=-1)
 
   @nn.compact
   def decode(self, x: jax.Array, t: int | jax.Array, y: jax.Array | None = None) -> jax.Array:

@@ -33,11 +33,10 @@ from typing import Any, Literal, TYPE_CHECKING
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from dulx import distributions
 from dulx.models import check_event_shape, condition_classes, require_int, require_levels
 from dulx.models import require_multiple, require_rate, resolve_likelihood
+from dulx.models.autoregressive.base import RasterLogitsModel
 from dulx.nn.attention import CausalSelfAttention
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ class TransformerBlock(nn.Module):
     return self._residuals(h, lambda z: attention.decode(z, t, length), train=False)
 
 
-class ImageGPT(nn.Module):
+class ImageGPT(RasterLogitsModel):
   """A decoder-only transformer over the sub-pixels of discrete images (module docstring).
 
   Attributes:
@@ -129,10 +128,6 @@ class ImageGPT(nn.Module):
     self.final_norm = nn.LayerNorm(dtype=self.dtype)
     self.head = nn.Dense(1 if self.likelihood == 'bernoulli' else self.num_levels,
                          dtype=self.dtype)
-
-  def ordering(self) -> np.ndarray:
-    """[D]: raster order, channels in order within a pixel."""
-    return np.arange(math.prod(self.event_shape))
 
   def _embed(self, u: jax.Array) -> jax.Array:
     """u: [B, N] float levels -> [B, N, E]: the rows of E interpolated linearly at u."""
@@ -192,12 +187,6 @@ class ImageGPT(nn.Module):
       float32 logits [B, *event_shape] (Bernoulli) or [B, *event_shape, L].
     """
     return self.network(x.astype(jnp.float32), y, train=train)
-
-  def log_prob(self, x: jax.Array, y: jax.Array | None = None, *,
-               train: bool = False) -> jax.Array:
-    """log p(x) (or log p(x | y)) in nats: [B] float32, summed over the D sub-pixels."""
-    logp = distributions.log_prob(self(x, y, train=train), x)
-    return logp.reshape(x.shape[0], -1).sum(axis=-1)
 
   def decode(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None) -> jax.Array:
     """The logits of dim t from x's dims < t, through the KV cache (the sampling contract).

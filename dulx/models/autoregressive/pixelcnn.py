@@ -22,18 +22,16 @@ cached input maps, O(layers) work instead of a pass over the image.
 """
 
 from collections.abc import Callable
-import math
 from typing import Any, Literal, TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from dulx import distributions
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_choice, require_int, require_levels
 from dulx.models import resolve_likelihood
+from dulx.models.autoregressive.base import RasterLogitsModel
 from dulx.nn import masked_conv
 from dulx.nn.masked_conv import IMPLS, MaskedConv2D
 
@@ -43,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ['PixelCNN', 'build']
 
 
-class PixelCNN(nn.Module):
+class PixelCNN(RasterLogitsModel):
   """The PixelCNN of van den Oord et al. (2016) over images of discrete levels.
 
   Attributes:
@@ -70,10 +68,6 @@ class PixelCNN(nn.Module):
   first_kernel_size: int = 7
   likelihood: str = 'categorical'
   conv_impl: str = 'auto'
-
-  def ordering(self) -> np.ndarray:
-    """[H * W * C]: raster order over (h, w), channels in order within a pixel."""
-    return np.arange(math.prod(self.event_shape))
 
   def _check(self, x: jax.Array, y: jax.Array | None) -> None:
     check_event_shape(x, self.event_shape)
@@ -142,12 +136,6 @@ class PixelCNN(nn.Module):
     """
     del train
     return self.network(x.astype(jnp.float32) / (self.num_levels - 1), y)
-
-  def log_prob(self, x: jax.Array, y: jax.Array | None = None, *,
-               train: bool = False) -> jax.Array:
-    """log p(x) (or log p(x | y)) in nats: [B] float32, summed over H * W * C."""
-    logp = distributions.log_prob(self(x, y, train=train), x)
-    return logp.reshape(x.shape[0], -1).sum(axis=-1)
 
   @nn.compact
   def decode(self, x: jax.Array, t: int | jax.Array, y: jax.Array | None = None) -> jax.Array:

@@ -34,7 +34,6 @@ so the cached sampler draws the naive sampler's samples in O(layers) work per st
 """
 
 from collections.abc import Callable
-import math
 from typing import Any, Literal, TYPE_CHECKING
 
 import flax.linen as nn
@@ -42,10 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dulx import distributions
 from dulx.errors import ConfigError
 from dulx.models import check_event_shape, condition_classes, require_choice, require_int
 from dulx.models import require_levels, require_multiple, require_rate, resolve_likelihood
+from dulx.models.autoregressive.base import RasterLogitsModel
 from dulx.nn.attention import CausalSelfAttention
 from dulx.nn import masked_conv
 from dulx.nn.masked_conv import IMPLS, MaskedConv2D
@@ -132,7 +131,7 @@ class GatedResidual(nn.Module):
     return self._gate(h, a, y, conv_at, lambda z: z)
 
 
-class PixelSNAIL(nn.Module):
+class PixelSNAIL(RasterLogitsModel):
   """PixelSNAIL over images of discrete levels (module docstring).
 
   Attributes:
@@ -169,10 +168,6 @@ class PixelSNAIL(nn.Module):
   dropout_rate: float = 0.0
   likelihood: str = 'categorical'
   conv_impl: str = 'auto'
-
-  def ordering(self) -> np.ndarray:
-    """[H * W * C]: raster order over (h, w), channels in order within a pixel."""
-    return np.arange(math.prod(self.event_shape))
 
   @nn.compact
   def network(self, u: jax.Array, y: jax.Array | None = None, *,
@@ -248,12 +243,6 @@ class PixelSNAIL(nn.Module):
       float32 logits [B, H, W, C] (Bernoulli) or [B, H, W, C, L] (categorical).
     """
     return self.network(x.astype(jnp.float32) / (self.num_levels - 1), y, train=train)
-
-  def log_prob(self, x: jax.Array, y: jax.Array | None = None, *,
-               train: bool = False) -> jax.Array:
-    """log p(x) (or log p(x | y)) in nats: [B] float32, summed over H * W * C."""
-    logp = distributions.log_prob(self(x, y, train=train), x)
-    return logp.reshape(x.shape[0], -1).sum(axis=-1)
 
   @nn.compact
   def decode(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None) -> jax.Array:

@@ -31,11 +31,10 @@ from typing import Any, Literal, TYPE_CHECKING
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from dulx import distributions
 from dulx.models import check_event_shape, condition_classes, require_bool, require_choice
 from dulx.models import require_int, require_levels, require_rate, resolve_likelihood
+from dulx.models.autoregressive.base import RasterLogitsModel
 from dulx.nn.causal_conv import raster_positions
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ __all__ = ['CELLS', 'RNN', 'build']
 CELLS = ('lstm', 'gru')
 
 
-class RNN(nn.Module):
+class RNN(RasterLogitsModel):
   """An LSTM or GRU stack that outputs the conditionals of x in raster order.
 
   Attributes:
@@ -75,10 +74,6 @@ class RNN(nn.Module):
   @property
   def num_dims(self) -> int:
     return math.prod(self.event_shape)
-
-  def ordering(self) -> np.ndarray:
-    """[D]: raster order over the flattened event (sub-pixels in order)."""
-    return np.arange(self.num_dims)
 
   def _check(self, y: jax.Array | None) -> None:
     if self.cell not in CELLS:
@@ -166,12 +161,6 @@ class RNN(nn.Module):
     """
     check_event_shape(x, self.event_shape)
     return self.network(jax.nn.one_hot(x, self.num_levels, dtype=self.dtype), y, train=train)
-
-  def log_prob(self, x: jax.Array, y: jax.Array | None = None, *,
-               train: bool = False) -> jax.Array:
-    """log p(x) (or log p(x | y)) in nats: [B] float32, summed over the D dims."""
-    logp = distributions.log_prob(self(x, y, train=train), x)
-    return logp.reshape(x.shape[0], -1).sum(axis=-1)
 
   @nn.compact
   def decode(self, x: jax.Array, t: int | jax.Array, y: jax.Array | None = None) -> jax.Array:

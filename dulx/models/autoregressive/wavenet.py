@@ -32,11 +32,10 @@ from typing import Any, Literal, TYPE_CHECKING
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from dulx import distributions
 from dulx.models import check_event_shape, condition_classes, require_bool, require_int
 from dulx.models import require_levels, require_rate, resolve_likelihood
+from dulx.models.autoregressive.base import RasterLogitsModel
 from dulx.nn.causal_conv import CausalConv1D, raster_positions, shift_right
 from dulx.nn.gated import gate
 
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ['WaveNet', 'build']
 
 
-class WaveNet(nn.Module):
+class WaveNet(RasterLogitsModel):
   """WaveNet over D = prod(event_shape) discrete dims in raster order.
 
   Attributes:
@@ -91,10 +90,6 @@ class WaveNet(nn.Module):
   def receptive_field(self) -> int:
     """R: output t sees x_{t-R} ... x_{t-1}."""
     return self.first_kernel_size + (self.kernel_size - 1) * sum(self.dilations)
-
-  def ordering(self) -> np.ndarray:
-    """[D]: raster order over the flattened event (sub-pixels in order)."""
-    return np.arange(self.num_dims)
 
   def setup(self):
     r, dense = self.residual_channels, lambda f, name, **kw: nn.Dense(f, dtype=self.dtype,
@@ -186,12 +181,6 @@ class WaveNet(nn.Module):
     """
     check_event_shape(x, self.event_shape)
     return self.network(jax.nn.one_hot(x, self.num_levels, dtype=self.dtype), y, train=train)
-
-  def log_prob(self, x: jax.Array, y: jax.Array | None = None, *,
-               train: bool = False) -> jax.Array:
-    """log p(x) (or log p(x | y)) in nats: [B] float32, summed over the D dims."""
-    logp = distributions.log_prob(self(x, y, train=train), x)
-    return logp.reshape(x.shape[0], -1).sum(axis=-1)
 
   def decode(self, x: jax.Array, t: int | jax.Array, y: jax.Array | None = None) -> jax.Array:
     """The logits of dim t from the layers' queues: one step of cached sampling.
