@@ -7,7 +7,8 @@ Specs:
   idx:PATH       an MNIST IDX images file (+ its labels file beside it), 256 levels.
   npz:PATH       a .npz archive with x uint8 [N, H, W(, C)] and optional y, 256 levels.
   tfds:NAME      an image dataset of tensorflow-datasets (downloads it when needed).
-  text:NAME[:T]  embedded English text (dulx.data.text) in windows of T characters (64).
+  text:NAME[:T[:S]]  embedded English text (dulx.data.text) in windows of T characters
+                     (64); training windows start every S characters (T: non-overlapping).
 """
 
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from dulx.errors import DataError
 __all__ = ['SPEC_PREFIXES', 'load']
 
 SPEC_PREFIXES = ('digits', 'toy2d:', 'toy1d:', 'idx:', 'npz:', 'tfds:', 'text:')
-_USAGE = 'digits, toy2d:NAME, toy1d:NAME, idx:PATH, npz:PATH, tfds:NAME, text:NAME[:T]'
+_USAGE = 'digits, toy2d:NAME, toy1d:NAME, idx:PATH, npz:PATH, tfds:NAME, text:NAME[:T[:S]]'
 _DIGITS_LEVELS = 17  # Pixel values 0..16: counts of set pixels in 4x4 blocks of a 32x32 bitmap.
 
 
@@ -104,7 +105,7 @@ def load(spec: str, split: str = splits.DEFAULT_SPLIT) -> Dataset:
 
   Args:
     spec: one of 'digits', 'toy2d:NAME', 'toy1d:NAME', 'idx:PATH', 'npz:PATH', 'tfds:NAME',
-      'text:NAME[:T]'.
+      'text:NAME[:T[:S]]'.
     split: a tfds-style split (see dulx.data.splits): 'train', 'train[:80%]', '[8000:]', ...
       digits, idx and npz have the one split 'train' (the whole set); toy sets have
       'train' (20000 points) and 'test' (5000); text has 'train' (the first 90% of the

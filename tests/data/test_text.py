@@ -1,4 +1,4 @@
-"""The embedded text source `text:NAME[:T]`: windows, alphabet, splits, bad specs."""
+"""The embedded text source `text:NAME[:T[:S]]`: windows, alphabet, splits, bad specs."""
 
 import chex
 import numpy as np
@@ -57,6 +57,21 @@ def test_window_length_and_slices():
   np.testing.assert_array_equal(np.concatenate(halves), full.x)
 
 
+@pytest.mark.parametrize('stride', [1, 5, 16])
+def test_strided_training_windows_start_every_s_characters(stride):
+  corpus = text.corpus('alice')
+  cut = round(text.TRAIN_FRACTION * len(corpus))
+  train = data.load(f'text:alice:16:{stride}', 'train')
+  chex.assert_shape(train.x, ((cut - 16) // stride + 1, 16))
+  windows = [text.decode(w, train.info.alphabet) for w in train.x]
+  assert windows == [corpus[i:i + 16] for i in range(0, cut - 15, stride)]
+  # The test split stays cut into non-overlapping windows, whatever the stride.
+  np.testing.assert_array_equal(data.load(f'text:alice:16:{stride}', 'test').x,
+                                data.load('text:alice:16', 'test').x)
+  if stride == 16:
+    np.testing.assert_array_equal(train.x, data.load('text:alice:16', 'train').x)
+
+
 def test_text_cannot_be_binarized():
   with pytest.raises(ConfigError, match='text'):
     data.preprocess(data.load('text:alice', 'test'), binarize='threshold')
@@ -67,7 +82,9 @@ def test_text_cannot_be_binarized():
     ('text:moby', 'train', "unknown text 'moby'"),
     ('text:alice:0', 'train', 'positive integer'),
     ('text:alice:sixty', 'train', 'positive integer'),
-    ('text:alice:64:2', 'train', 'positive integer'),
+    ('text:alice:64:0', 'train', 'stride S must be a positive integer'),
+    ('text:alice:64:65', 'train', 'at most the window length'),
+    ('text:alice:64:8:1', 'train', r'expected text:NAME\[:T\[:S\]\]'),
     ('text:alice:5000', 'test', 'do not fit'),
     ('text:alice', 'validation', "has no split 'validation'"),
     ('text:alice', 'test[:100]', 'out of range'),
