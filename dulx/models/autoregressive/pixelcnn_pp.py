@@ -59,12 +59,12 @@ in two parts:
   - at every step, the ul stream at the positions (i >> s, j >> s) alone: they see
     only pixels before (2^s (i >> s), 2^s (j >> s)) <= (i, j), all drawn.
 
-Every 2-tall convolution keeps its whole input map in the 'cache' collection, writes
-its new input row or pixel there and reads its window from it. This is exact: every
-value is written only when all the pixels it sees are drawn, so it is final, and
-every window lies at or before the current position of its scale (above it, or to its
-left in its row), all written at this or an earlier step. (Whole maps keep the
-indexing plain; the last two or three rows of each would do, as ring buffers.) A step
+Every 2-tall convolution keeps the last rows of its input map in the 'cache'
+collection (a ring buffer of 2 rows, 3 for the stride-2 ones), writes its new input row
+or pixel there and reads its window from it. This is exact: every value is written
+only when all the pixels it sees are drawn, so it is final, and every window lies at
+or before the current position of its scale (above it, or to its left in its row), all
+written at this or an earlier step and not yet overwritten. A step
 costs one position per layer and scale (and, once per row, one row per scale for u):
 about one forward pass per image in all, where the naive sampler makes H W of them.
 """
@@ -103,23 +103,32 @@ def concat_elu(x: jax.Array) -> jax.Array:
 
 def _cached_window(module: nn.Module, name: str, conv: ShiftedConv2D, x: jax.Array,
                    position: tuple[jax.Array, jax.Array], size: tuple[int, int]) -> jax.Array:
-  """The padded input window of `conv` at some outputs, through a cache of its input map.
+  """The padded input window of `conv` at some outputs, through a ring buffer of input rows.
 
-  Keeps the input map of `conv` (stride s, kernel (kh, kw)), [B, *size, F] zero padded
-  as `conv.padding()` pads it, as `module`'s 'cache' variable `name`, [B, H + kh - 1,
-  W + kw - 1, F]; writes x [B, 1, n, F] there at input position (row, col) (a whole
-  row: n = W, col = 0; or one pixel: n = 1) and returns the window
-  [B, kh, s (ceil(n / s) - 1) + kw, F] from which `conv.window` computes the outputs
-  at row row // s and columns col // s .. (col + n - 1) // s.
+  The input map of `conv` (stride s, kernel (kh, kw)), [B, *size, F] zero padded as
+  `conv.padding()` pads it (top = kh - 1 rows above, none below), is kept as `module`'s
+  'cache' variable `name`: its last R = kh + s - 1 padded rows, padded row p in slots
+  p mod R and R + p mod R, [B, 2R, W + kw - 1, F] (kept twice, any kh <= R + 1
+  consecutive rows are one slice, which reads faster than a gather of rows). x
+  [B, 1, n, F] (a whole row: n = W, col = 0; or one pixel: n = 1) is written at input
+  position (row, col), and the window [B, kh, s (ceil(n / s) - 1) + kw, F] is returned
+  from which `conv.window` computes the outputs at row row // s and columns
+  col // s .. (col + n - 1) // s. That window's padded rows are s (row // s) ..
+  s (row // s) + kh - 1, the newest of which is row's own (padded row row + top) or,
+  with s = 2 and an odd row, the one before it: R rows keep every row read and the one
+  being written apart. Slots 0 and R start as the top padding.
   """
   (top, _), (left, right) = conv.padding()
   (kh, kw), s = conv.kernel_size, conv.strides
-  (row, col), (height, width) = position, size
+  (row, col), (_, width) = position, size
   batch, _, n, features = x.shape
+  slots = kh + s - 1
   cache = module.variable('cache', name, jnp.zeros,
-                          (batch, height + top, width + left + right, features), x.dtype)
-  cache.value = jax.lax.dynamic_update_slice(cache.value, x, (0, row + top, col + left, 0))
-  return jax.lax.dynamic_slice(cache.value, (0, row // s * s, col // s * s, 0),
+                          (batch, 2 * slots, width + left + right, features), x.dtype)
+  for copy in (0, slots):  # Each row twice, so that every window is one contiguous slice.
+    cache.value = jax.lax.dynamic_update_slice(
+        cache.value, x, (0, (row + top) % slots + copy, col + left, 0))
+  return jax.lax.dynamic_slice(cache.value, (0, row // s * s % slots, col // s * s, 0),
                                (batch, kh, s * (-(-n // s) - 1) + kw, features))
 
 
@@ -179,8 +188,9 @@ class GatedResnet(nn.Module):
 
     x is the input at (row, col) of a [B, *size, F] map: a whole row (n = W, col = 0)
     or one pixel (n = 1). Each convolution reads the rest of its window from the
-    'cache' variables 'input' (x) and 'hidden' (c), the input maps [B, H + 1,
-    W + kw - 1, .] into which x and c are written first (`_cached_window`). No dropout.
+    'cache' variables 'input' (x) and 'hidden' (c), the last 2 rows of the input maps
+    (kept twice: [B, 4, W + kw - 1, .]) into which x and c are written first
+    (`_cached_window`). No dropout.
     """
     window = _cached_window(self, 'input', self.conv_hidden, x, position, size)
     c = self._add_skip(self.conv_hidden.window(concat_elu(window)), a)
@@ -378,8 +388,9 @@ class PixelCNNPP(nn.Module):
     parameters of pixel t = (i, j) (module docstring, fast sampling). When a row
     starts, the u stream is computed at its rows i >> s (`nn.cond`, so only then);
     every step computes the ul stream at its positions (i >> s, j >> s) alone. Each
-    2-tall convolution keeps its input map in the cache (GatedResnet.decode;
-    `{name}_input` for the stride-2 ones), [B, H_s + 1, W_s + kw - 1, F], and
+    2-tall convolution keeps the last rows of its input map in the cache
+    (GatedResnet.decode; `{name}_input` for the stride-2 ones; 2 or 3 rows, kept
+    twice), [B, 4 or 6, W_s + kw - 1, F], and
     `vertical{k}` holds the current row of the k-th u block's output.
 
     Args:
