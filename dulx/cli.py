@@ -69,19 +69,21 @@ _CONFIG_FLAGS = tuple(f.name for f in dataclasses.fields(train.Config)
                       if f.name not in ('model', 'model_options'))
 
 
-def _define(name: str, default: Any, help_text: str, choices: tuple[str, ...] | None = None) -> None:
+def _define(name: str, default: Any, help_text: str, choices: tuple[str, ...] | None = None,
+            flag_values: flags.FlagValues = FLAGS) -> None:
+  kw = dict(flag_values=flag_values)
   if choices:
-    flags.DEFINE_enum(name, default, choices, help_text)
+    flags.DEFINE_enum(name, default, choices, help_text, **kw)
   elif isinstance(default, bool):
-    flags.DEFINE_bool(name, default, help_text)
+    flags.DEFINE_bool(name, default, help_text, **kw)
   elif isinstance(default, int):
-    flags.DEFINE_integer(name, default, help_text)
+    flags.DEFINE_integer(name, default, help_text, **kw)
   elif isinstance(default, float):
-    flags.DEFINE_float(name, default, help_text)
+    flags.DEFINE_float(name, default, help_text, **kw)
   elif isinstance(default, (tuple, list)):
-    flags.DEFINE_list(name, [str(v) for v in default], help_text)
+    flags.DEFINE_list(name, [str(v) for v in default], help_text, **kw)
   else:
-    flags.DEFINE_string(name, default, help_text)
+    flags.DEFINE_string(name, default, help_text, **kw)
 
 
 def _arg_docs(fn) -> dict[str, str]:
@@ -107,27 +109,31 @@ def _model_params(model: str) -> dict[str, inspect.Parameter]:
           if p.kind == inspect.Parameter.KEYWORD_ONLY and n != 'dtype'}
 
 
-def _define_flags(model: str) -> None:
+def _define_flags(model: str, flag_values: flags.FlagValues = FLAGS) -> None:
+  """Defines the common flags and `model`'s own in `flag_values` (the script's: FLAGS)."""
+  kw = dict(flag_values=flag_values)
   for f in dataclasses.fields(train.Config):
     if f.name in _CONFIG_FLAGS:
-      _define(f.name, f.default, _HELP.get(f.name, f.name), CHOICES.get(f.name))
+      _define(f.name, f.default, _HELP.get(f.name, f.name), CHOICES.get(f.name), **kw)
   flags.DEFINE_string('workdir', os.path.join('/tmp/dulx', model),
-                      'Run directory: checkpoints, metrics.jsonl, TensorBoard events, samples, flags.')
-  flags.DEFINE_enum('mode', 'train', ('train', 'eval', 'sample'), 'What to do with the workdir.')
-  flags.DEFINE_float('temperature', 1.0, 'Sampling temperature (--mode=sample).')
+                      'Run directory: checkpoints, metrics.jsonl, TensorBoard events, samples, flags.',
+                      **kw)
+  flags.DEFINE_enum('mode', 'train', ('train', 'eval', 'sample'), 'What to do with the workdir.',
+                    **kw)
+  flags.DEFINE_float('temperature', 1.0, 'Sampling temperature (--mode=sample).', **kw)
   flags.DEFINE_string('output', None, '--mode=sample: path prefix of the .png/.npy '
-                      '(default <workdir>/samples/sample_step_<step>).')
-  flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0.')
-  flags.DEFINE_integer('num_processes', 1, 'Multi-host: number of processes.')
-  flags.DEFINE_integer('process_id', 0, 'Multi-host: index of this process.')
+                      '(default <workdir>/samples/sample_step_<step>).', **kw)
+  flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0.', **kw)
+  flags.DEFINE_integer('num_processes', 1, 'Multi-host: number of processes.', **kw)
+  flags.DEFINE_integer('process_id', 0, 'Multi-host: index of this process.', **kw)
   docs = _arg_docs(models.get_builder(model))
   for name, param in _model_params(model).items():
     choices = typing.get_args(param.annotation) if typing.get_origin(param.annotation) is typing.Literal else None
-    _define(name, param.default, docs.get(name, f'Model option {name}.'), choices)
+    _define(name, param.default, docs.get(name, f'Model option {name}.'), choices, **kw)
 
 
-def _option_value(name: str, default: Any) -> Any:
-  value = FLAGS[name].value
+def _option_value(name: str, default: Any, flag_values: flags.FlagValues = FLAGS) -> Any:
+  value = flag_values[name].value
   if isinstance(default, (tuple, list)):
     try:
       kind = type(default[0]) if default else int
@@ -137,9 +143,11 @@ def _option_value(name: str, default: Any) -> Any:
   return value
 
 
-def _config(model: str) -> train.Config:
-  options = {n: _option_value(n, p.default) for n, p in _model_params(model).items()}
-  return train.Config(model=model, model_options=options, **{n: FLAGS[n].value for n in _CONFIG_FLAGS})
+def _config(model: str, flag_values: flags.FlagValues = FLAGS) -> train.Config:
+  """The run's Config from parsed flags; raises ConfigError (one line) on a bad value."""
+  options = {n: _option_value(n, p.default, flag_values) for n, p in _model_params(model).items()}
+  return train.Config(model=model, model_options=options,
+                      **{n: flag_values[n].value for n in _CONFIG_FLAGS})
 
 
 def _flagfile_text(model: str) -> str:
