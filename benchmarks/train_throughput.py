@@ -63,6 +63,9 @@ CONFIGS = {
     'imagegpt_8x64': ('imagegpt', dict(num_layers=8, embed_dim=64, num_heads=2), 64, 2, 1187),
     'realnvp_2x64': ('realnvp', dict(num_scales=2, hidden=64, num_blocks=2), 64, 256, None),
     'glow_2x8x128': ('glow', dict(num_scales=2, steps_per_scale=8, hidden=128), 64, 256, None),
+    # The same Glow with each scale's 8 steps unrolled (the default on a CPU, rolled elsewhere).
+    'glow_2x8x128_unrolled': ('glow', dict(num_scales=2, steps_per_scale=8, hidden=128,
+                                           scan_unroll=8), 64, 256, None),
 }
 
 _SHAPE = (28, 28, 1)

@@ -56,6 +56,8 @@ LAYER_CASES = {
         layers.FactorOut(layers.Chain([layers.ActNorm(), layers.Invertible1x1Conv()])),
         layers.Unsqueeze()]), (2, 4, 4, 1), True),
     'repeat-glow-step': (lambda: layers.Repeat(GlowStep(4), 3), (2, 2, 2, 4), False),
+    'repeat-glow-step-rolled': (lambda: layers.Repeat(GlowStep(4), 3, unroll=1), (2, 2, 2, 4),
+                                False),
     'repeat-remat-vector': (lambda: layers.Repeat(layers.Coupling(layers.MLP((8,)), mask='channel'),
                                                   2, remat=True), (2, 6), True),
 }
@@ -123,6 +125,21 @@ def test_actnorm_initialises_to_zero_mean_unit_variance_on_the_init_batch():
   stacked = layers.Repeat(layers.ActNorm(), 3).init(jax.random.PRNGKey(1), x, method='forward')
   np.testing.assert_allclose(stacked['params']['layer']['bias'][0], -x.mean(axis=(0, 1, 2)), rtol=1e-5)
   np.testing.assert_allclose(stacked['params']['layer']['log_scale'][1:], 0.0, atol=1e-4)
+
+
+def test_repeat_is_the_same_flow_rolled_partly_or_wholly_unrolled():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 2, 4))
+  flows = {unroll: layers.Repeat(GlowStep(4), 3, unroll=unroll) for unroll in (1, 2, 3, None)}
+  variables = _perturb(flows[1].init(jax.random.PRNGKey(1), x, method='forward'))
+  z_ref, logdet_ref = flows[1].apply(variables, x, method='forward')
+  for unroll, flow in flows.items():
+    chex.assert_trees_all_equal_shapes(flow.init(jax.random.PRNGKey(1), x, method='forward'),
+                                       variables)
+    z, logdet = jax.jit(functools.partial(flow.apply, method='forward'))(variables, x)
+    np.testing.assert_allclose(z, z_ref, rtol=1e-5, atol=1e-5, err_msg=f'unroll={unroll}')
+    np.testing.assert_allclose(logdet, logdet_ref, rtol=1e-5, atol=1e-5)
+    x_back, _ = flow.apply(variables, z, method='inverse')
+    np.testing.assert_allclose(x_back, x, rtol=1e-4, atol=1e-4)
 
 
 def test_lu_1x1_conv_logdet_is_positions_times_slogdet_of_its_weight():

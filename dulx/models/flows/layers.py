@@ -487,14 +487,28 @@ class Repeat(nn.Module):
   instead of storing them (memory O(1) in depth, one more forward pass of compute).
   Context, if any, is the same for every copy.
 
+  `unroll` copies of the layer run per loop iteration (as `jax.lax.scan`'s unroll). The
+  default, None, unrolls the whole stack on a CPU and keeps it rolled elsewhere: XLA's
+  CPU backend runs a rolled loop of flow steps several times slower (a 2 scales x 4
+  steps Glow train step on 2 cores: 0.48-0.52 s rolled, 0.06-0.08 s unrolled, compile
+  10 s against 12 s), while on an accelerator the rolled loop keeps compile time flat in
+  depth. The parameters and the function are the same either way.
+
   Attributes:
     layer: the flow to repeat; every copy must map a shape to itself.
     length: number of copies (>= 1).
     remat: rematerialise each copy in the backward pass.
+    unroll: copies per loop iteration (>= 1), or None for the backend's default.
   """
   layer: nn.Module
   length: int
   remat: bool = False
+  unroll: int | None = None
+
+  def _unroll(self) -> int:
+    if self.unroll is None:
+      return self.length if jax.default_backend() == 'cpu' else 1
+    return max(1, min(self.unroll, self.length))
 
   def _scan(self, inverse: bool, train: bool):
     def body(layer, x, context):
@@ -504,7 +518,7 @@ class Repeat(nn.Module):
       body = nn.remat(body, prevent_cse=False)
     return nn.scan(body, variable_axes={'params': 0, 'batch_stats': 0},
                    split_rngs={'params': True}, in_axes=nn.broadcast,
-                   length=self.length, reverse=inverse)
+                   length=self.length, reverse=inverse, unroll=self._unroll())
 
   def forward(self, x, context=None, *, train=False):
     x, logdets = self._scan(False, train)(self.layer, x, context)
