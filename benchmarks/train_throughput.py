@@ -161,5 +161,6 @@ def main(argv):
   if failed:
     sys.exit(1)
 
+
 if __name__ == '__main__':
   app.run(main)

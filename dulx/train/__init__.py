@@ -20,7 +20,6 @@ from dulx.train.writer import read_metrics
 
 __all__ = [
     'Checkpoints', 'Config', 'Interrupted', 'JitRunner', 'PmapRunner', 'TrainState', 'ema_decay_at',
-    'evaluate',
-    'likelihood_loss', 'make_init_fn', 'make_optimizer', 'make_runner', 'make_train_step',
+    'evaluate', 'likelihood_loss', 'make_init_fn', 'make_optimizer', 'make_runner', 'make_train_step',
     'read_metrics', 'restore', 'sample', 'train_and_evaluate',
 ]
