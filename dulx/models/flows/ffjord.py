@@ -61,6 +61,7 @@ from dulx.models.flows import base
 from dulx.models.flows.autoregressive import from_flow_space, to_flow_space
 from dulx.models.flows.image_flow import require_squeezable
 from dulx.models.flows.layers import squeeze, unsqueeze
+from dulx.nn.conv import Conv
 
 try:
   import diffrax
@@ -81,7 +82,8 @@ class ConcatSquash(nn.Module):
   """h' = (W h + b) * sigmoid(a t + c) + e t: a layer W gated and shifted by time.
 
   W is dense on [B, F] inputs, or a 3x3 'SAME' convolution on [B, H, W, C] images when
-  `conv` (gate and shift then act per channel).
+  `conv` (gate and shift then act per channel): `dulx.nn.Conv`, whose gradients stay
+  fast inside the solver's loops on a CPU.
   """
   features: int
   conv: bool = False
@@ -93,7 +95,7 @@ class ConcatSquash(nn.Module):
     gate = nn.sigmoid(nn.Dense(self.features, dtype=self.dtype, name='gate')(t))
     shift = nn.Dense(self.features, use_bias=False, dtype=self.dtype, name='shift')(t)
     if self.conv:
-      linear = nn.Conv(self.features, (3, 3), padding='SAME', dtype=self.dtype, name='linear')
+      linear = Conv(self.features, (3, 3), dtype=self.dtype, name='linear')
     else:
       linear = nn.Dense(self.features, dtype=self.dtype, name='linear')
     return linear(h) * gate + shift
@@ -243,7 +245,8 @@ class FFJORD(nn.Module):
       if not with_logdet:
         return f(z), jnp.zeros(batch, jnp.float32)
       if eps is None:
-        jacobians = jax.vmap(jax.jacfwd(lambda v: f(v[None])[0]))(z)  # [B, D, D]
+        # Reverse mode: the conv field's `dulx.nn.Conv` has no forward mode.
+        jacobians = jax.vmap(jax.jacrev(lambda v: f(v[None])[0]))(z)  # [B, D, D]
         return f(z), jnp.trace(jacobians, axis1=1, axis2=2)
       dz, pullback = jax.vjp(f, z)
       return dz, jnp.sum(pullback(eps)[0] * eps, axis=-1)
