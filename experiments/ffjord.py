@@ -9,6 +9,11 @@ the exact trace, so the reported eval nll is the model's exact log-likelihood (u
 the ODE solver's tolerances and, for images, the dequantization bound). On MNIST the
 field is convolutional and evaluation uses the stochastic trace too
 (`--eval_trace=hutchinson`): an unbiased estimate of the eval nll.
+
+`--kinetic_weight` and `--jacobian_weight` (RNODE, Finlay et al. 2020) penalise the
+fields' kinetic energy and Jacobian norm, which keeps the adaptive solver's step count,
+and so the cost of a step, from growing as training goes; the train log reports both
+penalties and `ode_steps`.
 """
 
 from dulx import cli

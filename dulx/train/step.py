@@ -24,7 +24,7 @@ from dulx.train.state import TrainState
 
 __all__ = [
     'Batch', 'LossFn', 'RNG_STREAMS', 'JitRunner', 'PmapRunner', 'make_runner', 'make_optimizer', 'step_rngs',
-    'likelihood_loss', 'make_init_fn', 'make_train_step', 'make_log_prob_fn',
+    'SOWN_COLLECTIONS', 'likelihood_loss', 'make_init_fn', 'make_train_step', 'make_log_prob_fn',
 ]
 
 Batch = Mapping[str, jax.Array]
@@ -67,19 +67,43 @@ def _apply_args(batch: Batch) -> tuple[jax.Array, jax.Array | None]:
   return batch['x'], batch.get('y')
 
 
+# Collections a model may `sow` into during a training pass (never model state):
+# 'losses', scalar penalties that the harness adds to the loss (e.g. FFJORD's
+# kinetic-energy regulariser), and 'metrics', scalars it only reports (e.g. the ODE
+# solver's step count). Each name is reported as a metric, summed over its sown values.
+SOWN_COLLECTIONS = ('losses', 'metrics')
+
+
+def _sown_totals(collection: Mapping[str, Any]) -> dict[str, jax.Array]:
+  """{name: sum of the values sown under it} for one sown collection (nested by module)."""
+  totals = {}
+  for path, value in flax.traverse_util.flatten_dict(flax.core.unfreeze(collection)).items():
+    name = path[-1]
+    total = sum(jnp.sum(jnp.asarray(v, jnp.float32)) for v in value)  # `sow` keeps a tuple.
+    totals[name] = totals[name] + total if name in totals else total
+  return totals
+
+
 def likelihood_loss(model: flax.linen.Module, num_dims: int) -> LossFn:
   """Maximum likelihood through the model's `log_prob(x, y, train=True)`.
 
   Mutable collections present in `model_state` (e.g. batch statistics) are updated.
+  The loss is the mean NLL in nats per dimension plus every penalty the model sowed
+  into 'losses'; `nll` and `bits_per_dim` stay the likelihood alone, and each sown
+  penalty and 'metrics' value is reported under its own name.
   """
   def loss_fn(params, model_state, batch, rngs):
     x, y = _apply_args(batch)
-    mutable = list(model_state)
-    out = model.apply({'params': params, **model_state}, x, y, train=True,
-                      method='log_prob', rngs=rngs, mutable=mutable or False)
-    log_prob, new_model_state = out if mutable else (out, model_state)
+    mutable = [*model_state, *SOWN_COLLECTIONS]
+    log_prob, variables = model.apply({'params': params, **model_state}, x, y, train=True,
+                                      method='log_prob', rngs=rngs, mutable=mutable)
+    variables = flax.core.unfreeze(variables)
+    sown = {name: _sown_totals(variables.pop(name, {})) for name in SOWN_COLLECTIONS}
     loss, metrics = objectives.nll_loss(log_prob, num_dims)
-    return loss, (metrics, new_model_state)
+    for name, penalty in sown['losses'].items():
+      loss = loss + penalty
+    metrics.update(sown['losses'], **sown['metrics'])
+    return loss, (metrics, {name: variables[name] for name in model_state})
   return loss_fn
 
 
@@ -106,6 +130,8 @@ def make_init_fn(model: flax.linen.Module, tx: optax.GradientTransformation,
     variables = model.init(rngs, x, y)
     variables = flax.core.unfreeze(variables)
     params = variables.pop('params')
+    for name in SOWN_COLLECTIONS:  # Per-pass values, not state.
+      variables.pop(name, None)
     return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
                       model_state=variables, ema_params=params if ema_decay else None,
                       rng=state_rng)

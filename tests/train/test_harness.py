@@ -4,6 +4,7 @@ import json
 import os
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,6 +88,56 @@ def test_jit_and_pmap_give_the_same_update():
   runner, init_fn, _, batcher = _setup_step(config, 'jit')
   initial = jax.device_get(runner.init(init_fn, jax.random.PRNGKey(0), batcher(0)).params)
   assert not np.allclose(jax.tree.leaves(initial)[0], jax.tree.leaves(results['jit'][0])[0])
+
+
+class _Penalised(nn.Module):
+  """log p(x) = -|x - mu|^2 / 2 per example, sowing a penalty twice and a count once.
+
+  A 'batch_stats' counter stands for model state that must survive beside the sown
+  collections. (Unnormalised; the harness does not care.)
+  """
+
+  @nn.compact
+  def log_prob(self, x, y=None, *, train=False):
+    del y
+    mu = self.param('mu', nn.initializers.constant(0.5), (x.shape[-1],))
+    calls = self.variable('batch_stats', 'calls', lambda: jnp.zeros([]))
+    if train:
+      calls.value += 1
+    self.sow('losses', 'penalty', 0.25 * jnp.sum(mu**2))
+    self.sow('losses', 'penalty', 0.5 * jnp.sum(mu**2))
+    self.sow('metrics', 'solver_steps', jnp.asarray(3, jnp.int32))
+    return -0.5 * jnp.sum((x - mu)**2, axis=-1)
+
+  def __call__(self, x, y=None, *, train=False):
+    return self.log_prob(x, y, train=train)
+
+
+@pytest.mark.parametrize('parallel', ['jit', 'pmap'])
+def test_sown_penalties_join_the_loss_and_sown_metrics_are_reported(parallel):
+  x = np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)
+  model, tx = _Penalised(), optax.sgd(1.0)
+  runner = train.make_runner(parallel, 8)
+  state = runner.init(train.make_init_fn(model, tx, 0.0), jax.random.PRNGKey(0), {'x': x})
+  host = jax.device_get(runner.host_state(state))
+  assert set(host.model_state) == {'batch_stats'}, 'sown values are per pass, not state'
+  step = train.make_train_step(train.likelihood_loss(model, 2), tx, optax.constant_schedule(1.0),
+                               axis_name='data' if parallel == 'pmap' else None)
+  state, metrics = runner.compile(step)(state, runner.put_batch({'x': x}))
+  metrics = runner.metrics(metrics)
+  mu = np.full(2, 0.5)
+  nll = np.mean(0.5 * np.sum((x - mu)**2, axis=-1))
+  penalty = 0.75 * np.sum(mu**2)  # Both sown values, summed.
+  np.testing.assert_allclose(metrics['nll'], nll, rtol=1e-6)
+  np.testing.assert_allclose(metrics['penalty'], penalty, rtol=1e-6)
+  np.testing.assert_allclose(metrics['loss'], nll / 2 + penalty, rtol=1e-6)
+  assert metrics['solver_steps'] == 3
+  host = jax.device_get(runner.host_state(state))
+  # One SGD step of rate 1 on nll / D + penalty: the penalty's gradient is in the update.
+  gradient = np.mean(mu - x, axis=0) / 2 + 1.5 * mu
+  np.testing.assert_allclose(host.params['mu'], mu - gradient, rtol=1e-5)
+  assert set(host.model_state) == {'batch_stats'}
+  assert float(host.model_state['batch_stats']['calls']) == 1.0
 
 
 def test_resume_equals_uninterrupted(tmp_path):

@@ -43,6 +43,23 @@ backsolve adjoint of Chen et al. only approximates by solving a second ODE backw
 and for the sizes dulx trains its memory (the checkpoints) is small. Step sizes are
 chosen for the whole batch (the error norm is over the batch's state), as in FFJORD.
 
+Regularisation (RNODE: Finlay et al. 2020, "How to train your neural ODE"): the field
+that maximum likelihood learns is free to be stiff and to wander, so the adaptive
+solver's step count, and with it the cost of a step, grows as training goes. With
+`kinetic_weight` lambda_K or `jacobian_weight` lambda_J > 0, training adds
+
+    lambda_K * int_0^T mean_d f_d(z(t), t)^2 dt + lambda_J * int_0^T mean_d (eps^T df/dz)_d^2 dt
+
+per block (batch means) to the loss: the kinetic energy of the flow's particles, which
+optimal transport minimises (straight, constant-speed paths), and Hutchinson's estimate
+of the Jacobian's squared Frobenius norm, E ||eps^T J||^2 = ||J||_F^2, from the product
+the trace estimate already computes. Both ride along in the ODE's state. The means over
+dimensions put the penalties on the loss's own per-dimension scale. The likelihood
+itself is unchanged (maps of any kinetic energy can reach the same densities); the
+penalties pick, among them, the ones that are cheap to solve. Train metrics report
+each penalty and `ode_steps`, the solver's accepted-and-rejected step count summed over
+the blocks.
+
 Images are dequantized and mapped to logit space as for MAF
 (`dulx.models.flows.autoregressive.to_flow_space`), with every Jacobian counted.
 """
@@ -153,6 +170,8 @@ class FFJORD(nn.Module):
       W divisible by 2^(num_scales - 1)); 1: the blocks act on the whole example.
     blocks_per_scale: blocks at each scale's resolution, and as many again after each
       squeeze (FFJORD's n_blocks); each block is its own ODE with its own field.
+    kinetic_weight: lambda_K of RNODE's kinetic-energy penalty (0: none).
+    jacobian_weight: lambda_J of RNODE's Jacobian Frobenius-norm penalty (0: none).
   """
   event_shape: tuple[int, ...]
   num_levels: int | None = None
@@ -169,6 +188,8 @@ class FFJORD(nn.Module):
   alpha: float = 0.05
   num_scales: int = 1
   blocks_per_scale: int = 1
+  kinetic_weight: float = 0.0
+  jacobian_weight: float = 0.0
 
   @property
   def num_dims(self) -> int:
@@ -227,20 +248,34 @@ class FFJORD(nn.Module):
     # diffrax's loops.
     self.field_params = self.param('fields', init)
 
+  @property
+  def regularized(self) -> bool:
+    """Whether training adds RNODE's penalties (a weight > 0)."""
+    return self.kinetic_weight > 0 or self.jacobian_weight > 0
+
   def _solve(self, block: int, z0: jax.Array, t0: float, t1: float, noise: jax.Array | None,
-             with_logdet: bool = True) -> tuple[jax.Array, jax.Array]:
+             with_logdet: bool = True,
+             regularize: bool = False) -> tuple[jax.Array, jax.Array]:
     """Solves block `block`'s (z, L) from t0 to t1 with L(t0) = 0: z(t1) and L(t1) [B].
 
     z0: [B, *block_shapes[block]]; dL/dt = tr(df/dz): exact when `noise` is None, else
     eps^T (df/dz) eps with eps = noise (of z0's shape); not computed (L = 0) when not
     `with_logdet`.
+
+    With `regularize` (needs `noise`), the state also carries RNODE's integrals
+    K = int mean_d f_d^2 dt and J = int mean_d (eps^T df/dz)_d^2 dt, per example; their
+    batch means times `kinetic_weight` and `jacobian_weight` are sown into 'losses'
+    as 'kinetic_penalty' and 'jacobian_penalty'. The solver's step count is sown into
+    'metrics' as 'ode_steps' (the harness sums both over blocks).
     """
     field = self._field(self.block_shapes[block])
     batch = z0.shape[0]
+    if regularize and noise is None:
+      raise ValueError("RNODE's penalties need Hutchinson probes (noise).")
 
     def dynamics(t, state, args):
       params, eps = args
-      z, _ = state
+      z = state[0]
       f = lambda v: field.apply({'params': params}, v, t)
       if not with_logdet:
         return f(z), jnp.zeros(batch, jnp.float32)
@@ -249,20 +284,35 @@ class FFJORD(nn.Module):
         jacobians = jax.vmap(jax.jacrev(lambda v: f(v[None])[0]))(z)  # [B, D, D]
         return f(z), jnp.trace(jacobians, axis1=1, axis2=2)
       dz, pullback = jax.vjp(f, z)
-      return dz, jnp.sum(pullback(eps)[0] * eps, axis=-1)
+      row = pullback(eps)[0]  # eps^T df/dz: [B, D]
+      trace = jnp.sum(row * eps, axis=-1)
+      if not regularize:
+        return dz, trace
+      # E ||eps^T J||^2 = tr(J J^T) = ||J||_F^2: Hutchinson again, with the same product.
+      return dz, trace, jnp.mean(dz**2, axis=-1), jnp.mean(row**2, axis=-1)
 
     eps = None if noise is None else noise.reshape(batch, -1)
-    state = (z0.reshape(batch, -1).astype(jnp.float32), jnp.zeros(batch, jnp.float32))
+    zeros = jnp.zeros(batch, jnp.float32)
+    state = (z0.reshape(batch, -1).astype(jnp.float32), zeros) + ((zeros, zeros) if regularize else ())
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(dynamics), diffrax.Dopri5(), t0=t0, t1=t1, dt0=None, y0=state,
         args=(self.field_params[f'block_{block}'], eps),
         stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
         adjoint=diffrax.RecursiveCheckpointAdjoint(), max_steps=self.max_steps)
-    z1, trace_integral = solution.ys
+    z1, trace_integral = solution.ys[:2]
+    if not self.is_initializing():  # Keeps `init`'s variables free of per-pass values.
+      self.sow('metrics', 'ode_steps', solution.stats['num_steps'])
+    if regularize:
+      kinetic, frobenius = (jnp.mean(y[0]) for y in solution.ys[2:])
+      if self.kinetic_weight > 0:
+        self.sow('losses', 'kinetic_penalty', self.kinetic_weight * kinetic)
+      if self.jacobian_weight > 0:
+        self.sow('losses', 'jacobian_penalty', self.jacobian_weight * frobenius)
     return z1[0].reshape(z0.shape), trace_integral[0]
 
   def _blocks(self, blocks: range, h: jax.Array, noise: Sequence[jax.Array] | None,
-              inverse: bool, with_logdet: bool = True) -> tuple[jax.Array, jax.Array]:
+              inverse: bool, with_logdet: bool = True,
+              regularize: bool = False) -> tuple[jax.Array, jax.Array]:
     """Blocks `blocks` in order on h [B, *their shape], or each inverted in reverse order.
 
     Returns h's image and the sum of the blocks' logdets [B].
@@ -270,7 +320,8 @@ class FFJORD(nn.Module):
     logdet = jnp.zeros(h.shape[0], jnp.float32)
     t0, t1 = (self.integration_time, 0.0) if inverse else (0.0, self.integration_time)
     for k in (reversed(blocks) if inverse else blocks):
-      h, block_logdet = self._solve(k, h, t0, t1, None if noise is None else noise[k], with_logdet)
+      h, block_logdet = self._solve(k, h, t0, t1, None if noise is None else noise[k], with_logdet,
+                                    regularize)
       logdet = logdet + block_logdet
     return h, logdet
 
@@ -281,16 +332,16 @@ class FFJORD(nn.Module):
     last = middle if scale == self.num_scales - 1 else middle + self.blocks_per_scale
     return range(first, middle), range(middle, last)
 
-  def _forward_scale(self, scale: int, x: jax.Array,
-                     noise: Sequence[jax.Array] | None) -> tuple[jax.Array, jax.Array]:
+  def _forward_scale(self, scale: int, x: jax.Array, noise: Sequence[jax.Array] | None,
+                     regularize: bool = False) -> tuple[jax.Array, jax.Array]:
     """Scale `scale` and the next ones: x [B, *its state's shape] -> (z like x, logdet [B])."""
     before, after = self._scale_blocks(scale)
-    h, logdet = self._blocks(before, x, noise, inverse=False)
+    h, logdet = self._blocks(before, x, noise, inverse=False, regularize=regularize)
     if scale == self.num_scales - 1:
       return h, logdet
-    h, after_logdet = self._blocks(after, squeeze(h), noise, inverse=False)
+    h, after_logdet = self._blocks(after, squeeze(h), noise, inverse=False, regularize=regularize)
     k = h.shape[-1] // 2  # As layers.FactorOut: the first half goes to the base.
-    inner, inner_logdet = self._forward_scale(scale + 1, h[..., k:], noise)
+    inner, inner_logdet = self._forward_scale(scale + 1, h[..., k:], noise, regularize)
     z = unsqueeze(jnp.concatenate([h[..., :k], inner], axis=-1))
     return z, logdet + after_logdet + inner_logdet
 
@@ -347,7 +398,8 @@ class FFJORD(nn.Module):
     """log p(x) in nats: [B] float32, log N(z; 0, I) over all of z + logdet (+ preprocessing).
 
     train=True: the logdet by Hutchinson's estimator (Rademacher probes from the
-    'noise' rng), an unbiased estimate of log p(x). train=False: the exact trace, or
+    'noise' rng), an unbiased estimate of log p(x), and RNODE's penalties sown into
+    'losses' when a weight is > 0 (see `_solve`). train=False: the exact trace, or
     the same estimator when eval_trace='hutchinson'. Discrete data are dequantized
     with the 'dequantize' rng (see `to_flow_space`).
 
@@ -361,7 +413,7 @@ class FFJORD(nn.Module):
     rng = None if self.num_levels is None else self.make_rng('dequantize')
     w, extra = to_flow_space(rng, x, self.num_levels, self.alpha)
     noise = self._probes(x.shape[0]) if train or self.eval_trace == 'hutchinson' else None
-    z, logdet = self.forward(w, noise)
+    z, logdet = self._forward_scale(0, w, noise, regularize=train and self.regularized)
     return base.standard_normal_log_prob(z) + logdet + extra
 
   def sample(self, rng: jax.Array, num: int, y: jax.Array | None = None,
@@ -384,13 +436,20 @@ def _require_positive_float(name: str, value: Any) -> float:
   return float(value)
 
 
+def _require_weight(name: str, value: Any) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    raise ConfigError(f'--{name} must be a number >= 0, got {value!r}.')
+  return float(value)
+
+
 def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
           hidden_sizes: tuple[int, ...] = (64, 64, 64),
           activation: Literal['softplus', 'tanh'] = 'softplus',
           field: Literal['mlp', 'conv'] = 'mlp',
           eval_trace: Literal['exact', 'hutchinson'] = 'exact', integration_time: float = 1.0,
           rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 1000, num_scales: int = 1,
-          blocks_per_scale: int = 1) -> FFJORD:
+          blocks_per_scale: int = 1, kinetic_weight: float = 0.0,
+          jacobian_weight: float = 0.0) -> FFJORD:
   """FFJORD for continuous points or dequantized images, unconditional.
 
   Args:
@@ -411,6 +470,10 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
       --field=conv and height and width divisible by 2^(num_scales - 1)).
     blocks_per_scale: CNF blocks at each scale's resolution and again after each
       squeeze (>= 1); each is its own ODE solve with its own vector field.
+    kinetic_weight: RNODE's kinetic-energy penalty weight (>= 0; 0: none), on the
+      integral of mean_d f_d^2 per block; keeps the solver's step count down.
+    jacobian_weight: RNODE's Jacobian Frobenius-norm penalty weight (>= 0; 0: none),
+      on the integral of mean_d (eps^T df/dz)_d^2 per block.
   """
   if diffrax is None:
     raise ConfigError('ffjord needs the diffrax package: pip install diffrax.')
@@ -435,4 +498,6 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
       integration_time=_require_positive_float('integration_time', integration_time),
       rtol=_require_positive_float('rtol', rtol), atol=_require_positive_float('atol', atol),
       max_steps=require_int('max_steps', max_steps), num_scales=num_scales,
-      blocks_per_scale=require_int('blocks_per_scale', blocks_per_scale))
+      blocks_per_scale=require_int('blocks_per_scale', blocks_per_scale),
+      kinetic_weight=_require_weight('kinetic_weight', kinetic_weight),
+      jacobian_weight=_require_weight('jacobian_weight', jacobian_weight))
