@@ -3,11 +3,12 @@
   python benchmarks/solver_steps.py --workdirs=/tmp/dulx/ffjord_mnist,/tmp/dulx/ffjord_mnist_rnode
 
 For each workdir and each checkpoint it keeps (or those of --steps), one JSON line
-{workdir, step, ode_steps, nll, bits_per_dim, seconds, device}: the training pass
+{workdir, step, split, ode_steps, nll, bits_per_dim, seconds, device}: the training pass
 (Hutchinson trace, as the train step runs it) of the restored model on --batches fixed
-batches of the run's own training split: the adaptive solver's steps summed over the
-blocks (mean per batch), the NLL in nats per example and bits/dim (means over the
-batches), and the wall time of one compiled pass (the fastest). RNODE's penalties are
+batches of the run's own training split (or of --split, e.g. its eval split, in order):
+the adaptive solver's steps summed over the blocks (mean per batch), the NLL in nats per
+example and bits/dim (means over the batches), and the wall time of one compiled pass
+(the fastest). RNODE's penalties are
 switched off for the count, so that runs trained with and without them are solved
 alike: the count measures the learned fields, not the penalties' extra ODE states.
 """
@@ -31,6 +32,7 @@ _WORKDIRS = flags.DEFINE_list('workdirs', [], 'Run directories of trained FFJORD
 _STEPS = flags.DEFINE_list('steps', [], 'Checkpoint steps to measure (default: every kept one).')
 _BATCHES = flags.DEFINE_integer('batches', 4, 'Fixed training batches per checkpoint.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Examples per batch.')
+_SPLIT = flags.DEFINE_string('split', '', "Split of the run's dataset (default: its training split).")
 
 
 def _kept_steps(workdir: str) -> list[int]:
@@ -40,15 +42,15 @@ def _kept_steps(workdir: str) -> list[int]:
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
-def measure(workdir: str, step: int, batches: int, batch_size: int) -> dict:
+def measure(workdir: str, step: int, batches: int, batch_size: int, split: str = '') -> dict:
   """The solver-step count, NLL and pass time of `workdir`'s checkpoint `step`."""
   model, state, config = train.restore(workdir, step)
   if not hasattr(model, 'kinetic_weight'):
     raise ConfigError(f'{workdir} holds a {config.model} run, not an ffjord one.')
   model = model.clone(kinetic_weight=0.0, jacobian_weight=0.0)
-  ds = data.preprocess(data.load(config.dataset, config.train_split),
+  ds = data.preprocess(data.load(config.dataset, split or config.train_split),
                        binarize=config.binarize, quantize=config.quantize or None)
-  batcher = data.Batcher(ds, batch_size, seed=config.seed)
+  batcher = data.Batcher(ds, batch_size, seed=config.seed, shuffle=not split)
   num_dims = int(np.prod(ds.info.shape))
   loss_fn = jax.jit(lambda params, batch, rng: train.likelihood_loss(model, num_dims)(
       params, state.model_state, batch, step_lib.step_rngs(rng))[1][0])
@@ -63,7 +65,7 @@ def measure(workdir: str, step: int, batches: int, batch_size: int) -> dict:
     seconds.append(time.perf_counter() - start)
     rows.append(metrics)
   nll = float(np.mean([r['nll'] for r in rows]))
-  return {'workdir': workdir, 'step': step,
+  return {'workdir': workdir, 'step': step, 'split': split or config.train_split,
           'ode_steps': float(np.mean([r['ode_steps'] for r in rows])), 'nll': nll,
           'bits_per_dim': float(objectives.bits_per_dim(nll, num_dims)),
           'seconds': min(seconds), 'device': jax.devices()[0].platform}
@@ -77,7 +79,8 @@ def main(argv):
   for workdir in _WORKDIRS.value:
     steps = [int(s) for s in _STEPS.value] or _kept_steps(workdir)
     for step in steps:
-      print(json.dumps(measure(workdir, step, _BATCHES.value, _BATCH_SIZE.value)), flush=True)
+      print(json.dumps(measure(workdir, step, _BATCHES.value, _BATCH_SIZE.value, _SPLIT.value)),
+            flush=True)
 
 
 if __name__ == '__main__':
