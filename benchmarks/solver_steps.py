@@ -8,9 +8,9 @@ For each workdir and each checkpoint it keeps (or those of --steps), one JSON li
 batches of the run's own training split (or of --split, e.g. its eval split, in order):
 the adaptive solver's steps summed over the blocks (mean per batch), the NLL in nats per
 example and bits/dim (means over the batches), and the wall time of one compiled pass
-(the fastest). RNODE's penalties are
-switched off for the count, so that runs trained with and without them are solved
-alike: the count measures the learned fields, not the penalties' extra ODE states.
+(the fastest). RNODE's penalties are switched off for the count, so that runs trained
+with and without them are solved alike: the count measures the learned fields, not
+the penalties' extra ODE states.
 """
 
 import json
@@ -30,7 +30,8 @@ from dulx.train import step as step_lib
 
 _WORKDIRS = flags.DEFINE_list('workdirs', [], 'Run directories of trained FFJORD models.')
 _STEPS = flags.DEFINE_list('steps', [], 'Checkpoint steps to measure (default: every kept one).')
-_BATCHES = flags.DEFINE_integer('batches', 4, 'Fixed training batches per checkpoint.')
+_BATCHES = flags.DEFINE_integer('batches', 4,
+                                'Batches per checkpoint (the same ones for every checkpoint and run).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Examples per batch.')
 _SPLIT = flags.DEFINE_string('split', '', "Split of the run's dataset (default: its training split).")
 

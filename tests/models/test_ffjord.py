@@ -237,20 +237,20 @@ def test_rnode_penalties_are_the_integrals_along_the_solved_path():
     ({'kinetic_weight': 0.1, 'jacobian_weight': 0.2}, {'kinetic_penalty', 'jacobian_penalty'})],
     ids=['none', 'kinetic', 'both'])
 def test_training_loss_adds_only_the_weighted_penalties(weights, penalties):
-  model, variables = _flow((2, 2, 1), tolerance=1e-4, field='conv', num_scales=2,
-                           hidden_sizes=(4,), **weights)
-  x = jnp.asarray(np.random.default_rng(11).standard_normal((3, 2, 2, 1)), jnp.float32)
+  model, variables = _flow((3,), tolerance=1e-4, hidden_sizes=(8,), **weights)
+  x = jnp.asarray(np.random.default_rng(11).standard_normal((3, 3)), jnp.float32)
   rngs = {'noise': jax.random.PRNGKey(12)}
-  loss, (metrics, model_state) = train.likelihood_loss(model, 4)(
+  loss, (metrics, model_state) = jax.jit(train.likelihood_loss(model, 3))(
       variables['params'], {}, {'x': x}, rngs)
   assert model_state == {}
   assert {'kinetic_penalty', 'jacobian_penalty'} & set(metrics) == penalties
-  assert metrics['ode_steps'] >= 3, 'three blocks, each at least one step'
-  log_p = model.apply(variables, x, train=True, method='log_prob', rngs=rngs)
+  assert metrics['ode_steps'] >= 1
+  log_p = jax.jit(lambda v, x: model.apply(v, x, train=True, method='log_prob', rngs=rngs))(
+      variables, x)
   np.testing.assert_allclose(metrics['nll'], -log_p.mean(), rtol=1e-5)
   total = sum(float(metrics[name]) for name in penalties)
   assert all(metrics[name] > 0 for name in penalties)
-  np.testing.assert_allclose(loss, metrics['nll'] / 4 + total, rtol=1e-5)
+  np.testing.assert_allclose(loss, metrics['nll'] / 3 + total, rtol=1e-5)
   # Evaluation is untouched: the same likelihood, nothing sown.
   _, sown = model.apply(variables, x, method='log_prob', rngs=rngs, mutable=['losses'])
   assert sown == {}
