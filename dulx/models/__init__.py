@@ -146,6 +146,14 @@ def require_multiple(name: str, value: Any, of: int, of_name: str) -> int:
   return value
 
 
+def require_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
+  """`value` as a float > 0, or >= 0 with `allow_zero` (a tolerance, a bound, a weight; bools refused)."""
+  if (isinstance(value, bool) or not isinstance(value, (int, float))
+      or not (value >= 0 if allow_zero else value > 0)):
+    raise ConfigError(f'--{name} must be a number {">=" if allow_zero else ">"} 0, got {value!r}.')
+  return float(value)
+
+
 def require_rate(name: str, value: Any) -> float:
   """`value` as a float in [0, 1) (a dropout rate; bools refused)."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:

@@ -38,9 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dulx.errors import ConfigError
 from dulx.models import (check_event_shape, condition_classes, require_choice, require_int,
-                         require_positive_sizes)
+                         require_number, require_positive_sizes)
 from dulx.models.autoregressive.made import MADE
 from dulx.models.flows import base
 from dulx.nn import MaskedDense
@@ -435,15 +434,14 @@ def _build(kind: str, info: 'DatasetInfo', dtype: Any, num_layers: int,
            hidden_sizes: tuple[int, ...], transform: str, num_bins: int, tail_bound: float,
            conditional: bool) -> AutoregressiveFlow:
   name = kind.upper()
-  if not (isinstance(tail_bound, (int, float)) and not isinstance(tail_bound, bool) and tail_bound > 0):
-    raise ConfigError(f'--tail_bound must be a number > 0, got {tail_bound!r}.')
+  tail_bound = require_number('tail_bound', tail_bound)
   return AutoregressiveFlow(
       event_shape=tuple(info.shape), num_levels=info.num_levels,
       num_classes=condition_classes(info, conditional, name), dtype=dtype, kind=kind,
       num_layers=require_int('num_layers', num_layers),
       hidden_sizes=require_positive_sizes('hidden_sizes', hidden_sizes),
       transform=require_choice('transform', transform, TRANSFORMS),
-      num_bins=require_int('num_bins', num_bins, minimum=2), tail_bound=float(tail_bound))
+      num_bins=require_int('num_bins', num_bins, minimum=2), tail_bound=tail_bound)
 
 
 def build_maf(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_layers: int = 5,

@@ -73,7 +73,8 @@ import jax
 import jax.numpy as jnp
 
 from dulx.errors import ConfigError
-from dulx.models import check_event_shape, require_choice, require_int, require_positive_sizes
+from dulx.models import (check_event_shape, require_choice, require_int, require_number,
+                         require_positive_sizes)
 from dulx.models.flows import base
 from dulx.models.flows.autoregressive import from_flow_space, to_flow_space
 from dulx.models.flows.image_flow import require_squeezable
@@ -430,18 +431,6 @@ class FFJORD(nn.Module):
     return from_flow_space(x, self.num_levels, self.alpha)
 
 
-def _require_positive_float(name: str, value: Any) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-    raise ConfigError(f'--{name} must be a number > 0, got {value!r}.')
-  return float(value)
-
-
-def _require_weight(name: str, value: Any) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-    raise ConfigError(f'--{name} must be a number >= 0, got {value!r}.')
-  return float(value)
-
-
 def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
           hidden_sizes: tuple[int, ...] = (64, 64, 64),
           activation: Literal['softplus', 'tanh'] = 'softplus',
@@ -495,9 +484,9 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
       hidden_sizes=hidden_sizes,
       activation=require_choice('activation', activation, tuple(ACTIVATIONS)),
       field=field, eval_trace=require_choice('eval_trace', eval_trace, EVAL_TRACES),
-      integration_time=_require_positive_float('integration_time', integration_time),
-      rtol=_require_positive_float('rtol', rtol), atol=_require_positive_float('atol', atol),
+      integration_time=require_number('integration_time', integration_time),
+      rtol=require_number('rtol', rtol), atol=require_number('atol', atol),
       max_steps=require_int('max_steps', max_steps), num_scales=num_scales,
       blocks_per_scale=require_int('blocks_per_scale', blocks_per_scale),
-      kinetic_weight=_require_weight('kinetic_weight', kinetic_weight),
-      jacobian_weight=_require_weight('jacobian_weight', jacobian_weight))
+      kinetic_weight=require_number('kinetic_weight', kinetic_weight, allow_zero=True),
+      jacobian_weight=require_number('jacobian_weight', jacobian_weight, allow_zero=True))
