@@ -65,17 +65,20 @@ def test_round_trips_and_logdets_cancel(event_shape, jit, fields):
     ids=['3', 'conv-2x3x1', 'multiscale-4x4x2'])
 def test_exact_trace_logdet_is_the_log_jacobian_determinant_of_the_solved_map(event_shape, fields):
   # Multi-scale: the Jacobian of the whole map, squeezes and factor-outs included. By
-  # jacrev: diffrax's checkpointed adjoint has no forward mode (jacfwd).
+  # jacrev: diffrax's checkpointed adjoint has no forward mode (jacfwd). The map is the
+  # batch's, as the model solves it (step sizes chosen for the whole batch); example
+  # b's Jacobian is the block [b, :, b, :] of the batch's [B, D, B, D].
   model, variables = _flow(event_shape, **fields)
   x = jnp.asarray(np.random.default_rng(1).standard_normal((3, *event_shape)), jnp.float32)
 
-  def one(v):  # z as a vector, and (aux, from the same trace) the model's logdet.
-    z, logdet = model.apply(variables, v[None], method='forward')
-    return z.reshape(-1), logdet[0]
+  def batch(v):  # z as [B, D], and (aux, from the same trace) the model's logdet [B].
+    z, logdet = model.apply(variables, v, method='forward')
+    return z.reshape(len(v), -1), logdet
 
-  jacobians, logdet = jax.vmap(jax.jacrev(one, has_aux=True))(x)
-  jacobians = jacobians.reshape(len(x), model.num_dims, model.num_dims)
-  sign, expected = np.linalg.slogdet(np.asarray(jacobians, np.float64))
+  jacobian, logdet = jax.jit(jax.jacrev(batch, has_aux=True))(x)
+  jacobian = np.asarray(jacobian, np.float64).reshape(len(x), model.num_dims, len(x), model.num_dims)
+  jacobians = np.stack([jacobian[b, :, b] for b in range(len(x))])
+  sign, expected = np.linalg.slogdet(jacobians)
   assert np.all(sign > 0), 'an ODE flow preserves orientation'
   assert np.abs(expected).min() > 0.05, 'the test needs a map with a non-trivial volume change'
   np.testing.assert_allclose(logdet, expected, atol=1e-4)

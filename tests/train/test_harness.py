@@ -90,6 +90,18 @@ def test_jit_and_pmap_give_the_same_update():
   assert not np.allclose(jax.tree.leaves(initial)[0], jax.tree.leaves(results['jit'][0])[0])
 
 
+@pytest.mark.parametrize('parallel', ['jit', 'pmap'])
+def test_runner_init_is_the_init_fn_up_to_float_round_off(parallel):
+  # The runners compile the init program at XLA's lowest optimisation level on a CPU
+  # (it runs once); its draws may differ from an optimised build's in the last bit only.
+  runner, init_fn, _, batcher = _setup_step(_made_config(), parallel)
+  batch = batcher(0)
+  state = jax.device_get(runner.host_state(runner.init(init_fn, jax.random.PRNGKey(0), batch)))
+  expected = jax.device_get(jax.jit(init_fn)(jax.random.PRNGKey(0), batch))
+  chex.assert_trees_all_equal_structs(state, expected)
+  chex.assert_trees_all_close(state, expected, rtol=1e-6, atol=1e-7)  # float32 epsilon: 1.2e-7.
+
+
 class _Penalised(nn.Module):
   """log p(x) = -|x - mu|^2 / 2 per example, sowing a penalty twice and a count once.
 
