@@ -6,8 +6,10 @@
   python benchmarks/train_throughput.py --dtypes=float32 --matmul_precision=highest
 
 Each line: {model, config, batch, dtype, device, step_ms, img_per_s, peer_img_per_s,
-tflops_per_s, precision} (and `mfu` with --peak_tflops; flow configs add `sample_ms`,
-one compiled sampling call of a whole batch). A config that fails prints {config, dtype,
+tflops_per_s, temp_mb, precision} (and `mfu` with --peak_tflops; flow configs add
+`sample_ms`, one compiled sampling call of a whole batch). `temp_mb` is XLA's buffer
+assignment for the step's temporaries: its working memory beyond the state and
+batch. A config that fails prints {config, dtype,
 device, error} and the rest still run; the exit status is then 1. FLOPs per step are XLA's own count of the
 compiled step (`cost_analysis`), so `tflops_per_s` is what the step's arithmetic
 reached, not an estimate from a formula.
@@ -66,6 +68,13 @@ CONFIGS = {
     # The same Glow with each scale's 8 steps unrolled (the default on a CPU, rolled elsewhere).
     'glow_2x8x128_unrolled': ('glow', dict(num_scales=2, steps_per_scale=8, hidden=128,
                                            scan_unroll=8), 64, 256, None),
+    # PixelSNAIL and ImageGPT as above, each attention's weights recomputed in the backward
+    # pass (`remat_attention`); compare their temp_mb.
+    'pixelsnail_8x64_remat': ('pixelsnail', dict(num_blocks=8, num_residual=2, channels=64,
+                                                 key_channels=4, value_channels=32,
+                                                 remat_attention=True), 128, 2, 1714),
+    'imagegpt_8x64_remat': ('imagegpt', dict(num_layers=8, embed_dim=64, num_heads=2,
+                                             remat_attention=True), 64, 2, 1187),
 }
 
 _SHAPE = (28, 28, 1)
@@ -78,6 +87,13 @@ def _flops(compiled) -> float | None:
     analysis = analysis[0] if analysis else None
   flops = (analysis or {}).get('flops')
   return float(flops) if flops and flops > 0 else None
+
+
+def _temp_bytes(compiled) -> int | None:
+  """XLA's buffer assignment for a compiled function's temporaries (neither its
+  arguments nor its outputs), or None where the backend gives none."""
+  analysis = compiled.memory_analysis()
+  return getattr(analysis, 'temp_size_in_bytes', None)
 
 
 def _time(fn, args_of_call, steps: int, warmup: int) -> float:
@@ -111,7 +127,7 @@ def measure(model_name: str, options: dict, batch_size: int, num_levels: int, dt
                                      schedule)
   # Compiled once, ahead of time: the same executable is timed and its FLOPs counted.
   step = runner.compile(train_step).lower(state, batches[0]).compile()
-  result = {'flops': _flops(step)}
+  result = {'flops': _flops(step), 'temp_bytes': _temp_bytes(step)}
   holder = {'state': state}
 
   def one_step(batch):
@@ -155,6 +171,8 @@ def main(argv):
         line['tflops_per_s'] = round(result['flops'] / seconds / 1e12, 4)
         if _PEAK.value:
           line['mfu'] = round(result['flops'] / seconds / 1e12 / _PEAK.value, 4)
+      if result['temp_bytes'] is not None:
+        line['temp_mb'] = round(result['temp_bytes'] / 2**20, 1)
       if 'sample_seconds' in result:
         line['sample_ms'] = round(result['sample_seconds'] * 1e3, 3)
       print(json.dumps(line), flush=True)

@@ -1,15 +1,20 @@
 """Checks shared by the model tests: exhaustive supports, causality, fitting, chi-square."""
 
 from collections.abc import Callable
+import contextlib
 import functools
+import io
 import itertools
 import math
+import re
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.ad_checkpoint import print_saved_residuals
 from scipy import stats
 
 from dulx import sampling
@@ -189,3 +194,35 @@ def assert_cached_sampling_equals_naive(model, variables: Any, given_mask: np.nd
                                                 given_mask=jnp.asarray(kept)))
   np.testing.assert_array_equal(completed[kept], given[kept])
   assert np.any(completed[~kept] != given[~kept]), 'the completion drew nothing'
+
+
+def keeps_attention_weights(loss: Callable[..., jax.Array], *args, length: int) -> bool:
+  """Whether the gradient of `loss(*args)` keeps a [..., length, length] array computed
+  from the arguments (attention weights over `length` positions, batched), by the
+  residuals JAX saves for the backward pass. Constants (causal masks) do not count.
+  """
+  with contextlib.redirect_stdout(io.StringIO()) as out:
+    print_saved_residuals(loss, *args)
+  weights = re.compile(rf'\[(\d+,)+{length},{length}\]')
+  return any(weights.search(line) and 'from a constant' not in line
+             for line in out.getvalue().splitlines())
+
+
+def assert_remat_attention_keeps_less_and_computes_the_same(model, x, y, length: int) -> None:
+  """`model.clone(remat_attention=True)` has the training loss (dropout included) and
+  gradients of `model` (remat_attention off), and keeps no [B, H, T, T] attention
+  weights (T = `length`) for the backward pass where `model` does."""
+  variables = random_variables(model, scale=0.3)
+  remat = model.clone(remat_attention=True)
+
+  def value_and_grad(m):
+    loss = lambda p: -m.apply({'params': p}, x, y, train=True, method='log_prob',
+                              rngs={'dropout': jax.random.PRNGKey(4)}).mean()
+    return jax.jit(jax.value_and_grad(loss))(variables['params'])
+
+  (value, grads), (remat_value, remat_grads) = value_and_grad(model), value_and_grad(remat)
+  np.testing.assert_allclose(remat_value, value, rtol=1e-6)
+  chex.assert_trees_all_close(remat_grads, grads, rtol=1e-5, atol=1e-6)
+  for m, kept in ((model, True), (remat, False)):  # Every attention layer gets the option.
+    loss = lambda v: m.apply(v, x, y, method='log_prob').sum()
+    assert keeps_attention_weights(loss, variables, length=length) == kept

@@ -17,6 +17,15 @@ Both paths run `jax.nn.dot_product_attention` (logits and softmax in float32
 whatever the compute dtype) where the value heads are as wide as the key heads, and
 the same maths as two einsums otherwise (PixelSNAIL's small keys, wide values).
 
+With `remat`, the backward pass recomputes the attention weights from q, k and v
+instead of keeping them (`jax.checkpoint` of the attention core): the gradient then
+keeps O(B T H D) numbers per layer rather than the O(B H T^2) weights (at 28x28
+pixels and a batch of 128, 315 MB per head and layer in float32), for one more
+forward of the core. How much device memory that saves is up to XLA's scheduler,
+which may run the recomputations early: XLA's CPU backend does, and assigns the
+same temporary memory either way; `benchmarks/train_throughput.py` reports it
+(`temp_mb`) for the remat configs on each device.
+
 `decode` is the same layer one position at a time (the KV cache of autoregressive
 transformers): keys and values live in the 'cache' collection as [B, T, H, D] arrays;
 step t writes the newest position that t reads (t itself, or t - 1 when strict: a
@@ -76,6 +85,8 @@ class CausalSelfAttention(nn.Module):
     out_features: output features; default: the query input's features.
     strict: attend to j < i instead of j <= i.
     dtype: computation dtype.
+    remat: recompute the attention weights in the backward pass instead of keeping
+      them (the same values and gradients; less memory, more compute).
   """
   num_heads: int
   qk_features: int | None = None
@@ -83,6 +94,7 @@ class CausalSelfAttention(nn.Module):
   out_features: int | None = None
   strict: bool = False
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def _project(self, x: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(q [B, T, H, D], k [B, T, H, D], v [B, T, H, D_v]) in `dtype`."""
@@ -119,11 +131,16 @@ class CausalSelfAttention(nn.Module):
     context = x if context is None else context
     q, k, v = self._project(x, context)
     length = x.shape[1]
-    heads = attend(q, k, v, jnp.asarray(causal_mask(length, self.strict))[None, None])
-    if self.strict:
-      # Row 0 has no allowed key: the softmax of an all-masked row is uniform over
-      # every position, so zero it (exactly, gradient included).
-      heads = jnp.where((jnp.arange(length) > 0)[None, :, None, None], heads, 0)
+
+    def core(q, k, v):  # [B, T, H, D_v]: a pure function of q, k, v (remat recomputes it).
+      heads = attend(q, k, v, jnp.asarray(causal_mask(length, self.strict))[None, None])
+      if self.strict:
+        # Row 0 has no allowed key: the softmax of an all-masked row is uniform over
+        # every position, so zero it (exactly, gradient included).
+        heads = jnp.where((jnp.arange(length) > 0)[None, :, None, None], heads, 0)
+      return heads
+
+    heads = (jax.checkpoint(core) if self.remat else core)(q, k, v)
     return self._output(heads, x.shape[-1])
 
   @nn.compact

@@ -122,16 +122,24 @@ def test_bfloat16_compute_keeps_float32_params_and_log_prob():
   np.testing.assert_allclose(log_prob, log_prob_fn(model.clone(dtype=jnp.float32)), rtol=0.01)
 
 
+def test_remat_attention_gives_the_same_loss_and_gradients_and_keeps_no_weights():
+  x = jnp.asarray(np.random.default_rng(3).integers(0, 4, (6, 4, 4, 3)), jnp.int32)
+  helpers.assert_remat_attention_keeps_less_and_computes_the_same(
+      _model((4, 4, 3), 4, num_classes=3, dropout_rate=0.2, num_layers=2), x, jnp.arange(6) % 3, length=48)  # 48 sub-pixels.
+
+
 def test_build_resolves_likelihood_and_options():
   binary = build_model('imagegpt', helpers.dataset_info((8, 8, 1), 2, 10),
                        {'conditional': True, 'num_layers': 3, 'embed_dim': 24, 'num_heads': 3,
-                        'dropout': 0.1})
+                        'dropout': 0.1, 'remat_attention': True})
   assert isinstance(binary, ImageGPT)
   assert (binary.likelihood, binary.num_classes, binary.num_layers) == ('bernoulli', 10, 3)
   assert (binary.embed_dim, binary.num_heads, binary.dropout_rate) == (24, 3, 0.1)
+  assert binary.remat_attention
   rgb = build_model('imagegpt', helpers.dataset_info((8, 8, 3), 256), {}, dtype=jnp.bfloat16)
   assert (rgb.likelihood, rgb.num_levels, rgb.num_classes, rgb.dtype) == (
       'categorical', 256, None, jnp.bfloat16)
+  assert not rgb.remat_attention
   assert sampling.autoregressive.supports_cache(rgb)
 
 
@@ -145,6 +153,7 @@ def test_build_resolves_likelihood_and_options():
     ({'dropout': True}, 'dropout'),
     ({'likelihood': 'bernoulli'}, 'binary'),
     ({'conditional': True}, 'labels'),
+    ({'remat_attention': 'yes'}, 'remat_attention'),
     ({'quantize': 8}, 'unknown option'),
 ])
 def test_build_refuses(options, match):

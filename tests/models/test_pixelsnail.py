@@ -140,14 +140,21 @@ def test_bfloat16_compute_keeps_float32_params_and_log_prob():
   np.testing.assert_allclose(log_prob, log_prob_fn(model.clone(dtype=jnp.float32)), rtol=0.01)
 
 
+def test_remat_attention_gives_the_same_loss_and_gradients_and_keeps_no_weights():
+  x = jnp.asarray(np.random.default_rng(3).integers(0, 4, (6, 4, 4, 3)), jnp.int32)
+  helpers.assert_remat_attention_keeps_less_and_computes_the_same(
+      _model((4, 4, 3), 4, num_classes=3, dropout_rate=0.2), x, jnp.arange(6) % 3, length=16)  # 16 pixels.
+
+
 def test_build_resolves_likelihood_and_options():
   binary = build_model('pixelsnail', helpers.dataset_info((8, 8, 1), 2, 10),
                        {'conditional': True, 'num_blocks': 3, 'num_heads': 2, 'key_channels': 8,
-                        'value_channels': 16, 'dropout': 0.1, 'conv_impl': 'xla'})
+                        'value_channels': 16, 'dropout': 0.1, 'conv_impl': 'xla',
+                        'remat_attention': True})
   assert isinstance(binary, PixelSNAIL)
   assert (binary.likelihood, binary.num_classes, binary.num_blocks) == ('bernoulli', 10, 3)
   assert (binary.num_heads, binary.key_channels, binary.value_channels) == (2, 8, 16)
-  assert (binary.dropout_rate, binary.conv_impl) == (0.1, 'xla')
+  assert (binary.dropout_rate, binary.conv_impl, binary.remat_attention) == (0.1, 'xla', True)
   rgb = build_model('pixelsnail', helpers.dataset_info((8, 8, 3), 256), {}, dtype=jnp.bfloat16)
   assert (rgb.likelihood, rgb.num_levels, rgb.num_classes, rgb.dtype) == (
       'categorical', 256, None, jnp.bfloat16)
@@ -166,6 +173,7 @@ def test_build_resolves_likelihood_and_options():
     ({'dropout': 1.5}, 'dropout'),
     ({'likelihood': 'bernoulli'}, 'binary'),
     ({'conv_impl': 'cudnn'}, 'conv_impl'),
+    ({'remat_attention': 1}, 'remat_attention'),
     ({'conditional': True}, 'labels'),
     ({'stack_channels': 8}, 'unknown option'),
 ])

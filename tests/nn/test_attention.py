@@ -1,4 +1,4 @@
-"""CausalSelfAttention: causality by Jacobian, decode step by step equals the full pass."""
+"""CausalSelfAttention: causality by Jacobian, decode step by step equals the full pass, remat."""
 
 import chex
 import jax
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dulx.nn.attention import CausalSelfAttention, causal_mask
+from tests import helpers
 
 LENGTH, FEATURES = 7, 8
 
@@ -88,3 +89,23 @@ def test_self_attention_default_sizes_and_bfloat16():
   np.testing.assert_allclose(np.asarray(out, np.float32), reference, atol=0.05, rtol=0.05)
   with pytest.raises(ValueError, match='divisible'):
     CausalSelfAttention(num_heads=3).init(jax.random.PRNGKey(0), x)
+
+
+@pytest.mark.parametrize('strict', [False, True])
+def test_remat_gives_the_same_values_and_gradients_and_keeps_no_weights(strict):
+  x, context = _inputs(seed=4)
+  plain, remat = _layer(strict), _layer(strict, remat=True)
+  variables = plain.init(jax.random.PRNGKey(0), x, context)
+  chex.assert_trees_all_equal_structs(variables, remat.init(jax.random.PRNGKey(0), x, context))
+  targets = jax.random.normal(jax.random.PRNGKey(5), (3, LENGTH, 5))
+  loss = lambda layer: jax.jit(jax.value_and_grad(
+      lambda v, x, c: jnp.sum(targets * layer.apply(v, x, c)), argnums=(0, 1, 2)))
+  (value, grads), (remat_value, remat_grads) = (loss(plain)(variables, x, context),
+                                                loss(remat)(variables, x, context))
+  np.testing.assert_allclose(remat_value, value, rtol=1e-6)
+  chex.assert_trees_all_close(remat_grads, grads, rtol=1e-5, atol=1e-6)
+  # What the backward pass keeps: the [B, H, T, T] weights without remat, only q, k,
+  # v (and the [T, T] mask constant) with it.
+  for layer, kept in ((plain, True), (remat, False)):
+    loss = lambda v, x, c: layer.apply(v, x, c).sum()
+    assert helpers.keeps_attention_weights(loss, variables, x, context, length=LENGTH) == kept

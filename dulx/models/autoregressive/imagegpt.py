@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from dulx.models import check_event_shape, condition_classes, require_int, require_levels
-from dulx.models import require_multiple, require_rate, resolve_likelihood
+from dulx.models import require_bool, require_multiple, require_rate, resolve_likelihood
 from dulx.models.autoregressive.base import RasterLogitsModel
 from dulx.nn.attention import CausalSelfAttention
 
@@ -55,11 +55,13 @@ class TransformerBlock(nn.Module):
     mlp_ratio: the MLP's hidden width in multiples of E.
     dropout_rate: dropout on each residual branch's output when training.
     dtype: computation dtype (parameters float32).
+    remat_attention: recompute the attention weights in the backward pass.
   """
   num_heads: int
   mlp_ratio: int = 4
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  remat_attention: bool = False
 
   def _residuals(self, h: jax.Array, attend: Callable[[jax.Array], jax.Array],
                  train: bool) -> jax.Array:
@@ -75,7 +77,8 @@ class TransformerBlock(nn.Module):
   @nn.compact
   def __call__(self, h: jax.Array, *, train: bool = False) -> jax.Array:
     """Every position: h [B, T, E] -> [B, T, E]; row t depends on rows <= t."""
-    attention = CausalSelfAttention(self.num_heads, dtype=self.dtype, name='attention')
+    attention = CausalSelfAttention(self.num_heads, dtype=self.dtype, remat=self.remat_attention,
+                                    name='attention')
     return self._residuals(h, attention, train)
 
   @nn.compact
@@ -100,6 +103,8 @@ class ImageGPT(RasterLogitsModel):
     mlp_ratio: the MLP's hidden width in multiples of E.
     dropout_rate: dropout on the embeddings and each residual branch when training.
     likelihood: 'bernoulli' (one logit per sub-pixel, L == 2) or 'categorical'.
+    remat_attention: recompute each block's attention weights in the backward pass
+      instead of keeping them (the same values and gradients; see `build`).
   """
   event_shape: tuple[int, ...]
   num_levels: int
@@ -111,6 +116,7 @@ class ImageGPT(RasterLogitsModel):
   mlp_ratio: int = 4
   dropout_rate: float = 0.0
   likelihood: str = 'categorical'
+  remat_attention: bool = False
 
   def setup(self):
     num_dims = math.prod(self.event_shape)
@@ -123,7 +129,8 @@ class ImageGPT(RasterLogitsModel):
       self.class_embedding = nn.Embed(self.num_classes, self.embed_dim,
                                       embedding_init=_EMBEDDING_INIT)
     self.embedding_dropout = nn.Dropout(self.dropout_rate)
-    self.blocks = [TransformerBlock(self.num_heads, self.mlp_ratio, self.dropout_rate, self.dtype)
+    self.blocks = [TransformerBlock(self.num_heads, self.mlp_ratio, self.dropout_rate, self.dtype,
+                                    self.remat_attention)
                    for _ in range(self.num_layers)]
     self.final_norm = nn.LayerNorm(dtype=self.dtype)
     self.head = nn.Dense(1 if self.likelihood == 'bernoulli' else self.num_levels,
@@ -217,7 +224,8 @@ class ImageGPT(RasterLogitsModel):
 def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_layers: int = 4,
           embed_dim: int = 64, num_heads: int = 4, mlp_ratio: int = 4, dropout: float = 0.0,
           conditional: bool = False,
-          likelihood: Literal['auto', 'bernoulli', 'categorical'] = 'auto') -> ImageGPT:
+          likelihood: Literal['auto', 'bernoulli', 'categorical'] = 'auto',
+          remat_attention: bool = False) -> ImageGPT:
   """ImageGPT for `info`'s discrete data (images, or any fixed shape).
 
   Args:
@@ -232,6 +240,11 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_layers: int = 4,
     conditional: condition on the class label (needs a labelled dataset).
     likelihood: 'auto' (Bernoulli for 2 levels, else categorical), 'bernoulli'
       (needs 2 levels) or 'categorical'.
+    remat_attention: recompute each block's attention weights in the backward pass
+      instead of keeping them: the gradient keeps O(B T E) numbers per block instead
+      of O(B H T^2) (T = D, the sequence length), for one more forward of the
+      attention (what that saves in device memory is up to XLA's scheduler: nothing
+      on a CPU).
   """
   num_levels = require_levels(info, 'ImageGPT')
   num_heads = require_int('num_heads', num_heads)
@@ -242,4 +255,5 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_layers: int = 4,
       num_layers=require_int('num_layers', num_layers), embed_dim=embed_dim,
       num_heads=num_heads, mlp_ratio=require_int('mlp_ratio', mlp_ratio),
       dropout_rate=require_rate('dropout', dropout),
-      likelihood=resolve_likelihood(likelihood, num_levels))
+      likelihood=resolve_likelihood(likelihood, num_levels),
+      remat_attention=require_bool('remat_attention', remat_attention))

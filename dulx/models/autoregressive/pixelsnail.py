@@ -42,8 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from dulx.errors import ConfigError
-from dulx.models import check_event_shape, condition_classes, require_choice, require_int
-from dulx.models import require_levels, require_multiple, require_rate, resolve_likelihood
+from dulx.models import check_event_shape, condition_classes, require_bool, require_choice
+from dulx.models import require_int, require_levels, require_multiple, require_rate
+from dulx.models import resolve_likelihood
 from dulx.models.autoregressive.base import RasterLogitsModel
 from dulx.nn.attention import CausalSelfAttention
 from dulx.nn import masked_conv
@@ -151,6 +152,8 @@ class PixelSNAIL(RasterLogitsModel):
     dropout_rate: dropout in the gated residual blocks when training.
     likelihood: 'bernoulli' (one logit per sub-pixel, L == 2) or 'categorical'.
     conv_impl: MaskedConv2D implementation: 'auto', 'xla' or 'taps'.
+    remat_attention: recompute each block's attention weights in the backward pass
+      instead of keeping them (the same values and gradients; see `build`).
   """
   event_shape: tuple[int, ...]
   num_levels: int
@@ -168,6 +171,7 @@ class PixelSNAIL(RasterLogitsModel):
   dropout_rate: float = 0.0
   likelihood: str = 'categorical'
   conv_impl: str = 'auto'
+  remat_attention: bool = False
 
   @nn.compact
   def network(self, u: jax.Array, y: jax.Array | None = None, *,
@@ -205,7 +209,7 @@ class PixelSNAIL(RasterLogitsModel):
       attended = CausalSelfAttention(
           self.num_heads, qk_features=self.key_channels, v_features=self.value_channels,
           out_features=self.channels, strict=True, dtype=self.dtype,
-          name=f'block{i}_attention')(queries, keys)
+          remat=self.remat_attention, name=f'block{i}_attention')(queries, keys)
       h = GatedResidual(1, **gated, name=f'block{i}_mix')(
           h, attended.reshape(h.shape), y=y, train=train)
 
@@ -322,7 +326,8 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_blocks: int = 2,
           first_kernel_size: int = 5, head_channels: int = 64, dropout: float = 0.0,
           conditional: bool = False,
           likelihood: Literal['auto', 'bernoulli', 'categorical'] = 'auto',
-          conv_impl: Literal['auto', 'xla', 'taps'] = 'auto') -> PixelSNAIL:
+          conv_impl: Literal['auto', 'xla', 'taps'] = 'auto',
+          remat_attention: bool = False) -> PixelSNAIL:
   """PixelSNAIL for `info`'s discrete images.
 
   Args:
@@ -343,6 +348,10 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_blocks: int = 2,
       (needs 2 levels) or 'categorical'.
     conv_impl: masked convolution implementation: 'auto' (per backend), 'xla'
       (lax convolution) or 'taps' (one matmul per unmasked tap).
+    remat_attention: recompute each block's attention weights in the backward pass
+      instead of keeping them: the gradient keeps O(B HW F) numbers per block instead
+      of O(B heads (HW)^2), for one more forward of the attention (what that saves
+      in device memory is up to XLA's scheduler: nothing on a CPU).
   """
   if len(info.shape) != 3:
     raise ConfigError(f'PixelSNAIL models images of shape (H, W, C), but {info.spec!r} has '
@@ -363,4 +372,5 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_blocks: int = 2,
       head_channels=require_int('head_channels', head_channels, minimum=info.shape[-1]),
       dropout_rate=require_rate('dropout', dropout),
       likelihood=resolve_likelihood(likelihood, num_levels),
-      conv_impl=require_choice('conv_impl', conv_impl, IMPLS))
+      conv_impl=require_choice('conv_impl', conv_impl, IMPLS),
+      remat_attention=require_bool('remat_attention', remat_attention))
