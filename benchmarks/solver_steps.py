@@ -49,8 +49,7 @@ def measure(workdir: str, step: int, batches: int, batch_size: int, split: str =
   if not hasattr(model, 'kinetic_weight'):
     raise ConfigError(f'{workdir} holds a {config.model} run, not an ffjord one.')
   model = model.clone(kinetic_weight=0.0, jacobian_weight=0.0)
-  ds = data.preprocess(data.load(config.dataset, split or config.train_split),
-                       binarize=config.binarize, quantize=config.quantize or None)
+  ds = train.load_data(config, split or config.train_split)
   batcher = data.Batcher(ds, batch_size, seed=config.seed, shuffle=not split)
   num_dims = int(np.prod(ds.info.shape))
   loss_fn = jax.jit(lambda params, batch, rng: train.likelihood_loss(model, num_dims)(

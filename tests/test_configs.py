@@ -17,7 +17,7 @@ import pytest
 from dulx import cli
 from dulx import data
 from dulx import models
-from dulx.train import loop
+from dulx import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, 'experiments', 'configs', '*.flags')))
@@ -36,7 +36,7 @@ def _info(config) -> data.DatasetInfo:
   if config.dataset.startswith('idx:'):  # MNIST: the IDX files live in ../shared, not here.
     levels = 2 if config.binarize != 'none' else (config.quantize or 256)
     return data.DatasetInfo(config.dataset, config.train_split, (28, 28, 1), levels, 10)
-  return loop._load(config, config.dataset, config.train_split).info  # pylint: disable=protected-access
+  return train.load_data(config, config.train_split).info
 
 
 def test_every_script_has_configs():

@@ -4,6 +4,7 @@ from dulx.train.checkpoint import Checkpoints
 from dulx.train.config import Config
 from dulx.train.loop import Interrupted
 from dulx.train.loop import evaluate
+from dulx.train.loop import load_data
 from dulx.train.loop import restore
 from dulx.train.loop import sample
 from dulx.train.loop import train_and_evaluate
@@ -20,6 +21,6 @@ from dulx.train.writer import read_metrics
 
 __all__ = [
     'Checkpoints', 'Config', 'Interrupted', 'JitRunner', 'PmapRunner', 'TrainState', 'ema_decay_at',
-    'evaluate', 'likelihood_loss', 'make_init_fn', 'make_optimizer', 'make_runner', 'make_train_step',
+    'evaluate', 'likelihood_loss', 'load_data', 'make_init_fn', 'make_optimizer', 'make_runner', 'make_train_step',
     'read_metrics', 'restore', 'sample', 'train_and_evaluate',
 ]

@@ -48,7 +48,8 @@ from dulx.train.config import Config
 from dulx.train.state import TrainState
 from dulx.train.writer import MetricWriter
 
-__all__ = ['Interrupted', 'train_and_evaluate', 'evaluate', 'sample', 'restore', 'evaluate_dataset']
+__all__ = ['Interrupted', 'train_and_evaluate', 'evaluate', 'sample', 'restore', 'evaluate_dataset',
+           'load_data']
 
 _CONFIG_FILE = 'config.json'
 _CHECKPOINTS = 'checkpoints'
@@ -67,8 +68,9 @@ def _dtype(config: Config):
   return jnp.bfloat16 if config.dtype == 'bfloat16' else jnp.float32
 
 
-def _load(config: Config, spec: str, split: str) -> dulx_data.Dataset:
-  ds = dulx_data.load(spec, split)
+def load_data(config: Config, split: str, dataset: str | None = None) -> dulx_data.Dataset:
+  """`split` of `dataset` (default: the run's) preprocessed as `config` trains on it."""
+  ds = dulx_data.load(dataset or config.dataset, split)
   return dulx_data.preprocess(ds, binarize=config.binarize, quantize=config.quantize or None)
 
 
@@ -291,8 +293,8 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   """
   workdir = os.path.abspath(workdir)
   # 1. Everything that can fail on bad input, before anything is written.
-  train_ds = _load(config, config.dataset, config.train_split)
-  eval_ds = _load(config, config.dataset, config.eval_split)
+  train_ds = load_data(config, config.train_split)
+  eval_ds = load_data(config, config.eval_split)
   info = train_ds.info
   _check_fits(eval_ds.info, info, workdir)
   saved = _read_run(workdir)
@@ -407,7 +409,7 @@ def evaluate(workdir: str, dataset: str | None = None, split: str | None = None)
   setup, state = _restore_run(workdir)
   config = setup.config
   dataset, split = dataset or config.dataset, split or config.eval_split
-  ds = _load(config, dataset, split)
+  ds = load_data(config, split, dataset)
   _check_fits(ds.info, setup.info, workdir)
   out = evaluate_dataset(setup, state.variables(), ds, config.seed)
   return {**out, 'num_examples': len(ds.x), 'step': int(state.step), 'dataset': dataset, 'split': split}
