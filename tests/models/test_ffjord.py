@@ -303,6 +303,12 @@ def test_build_refuses(shape, options, match):
   assert '\n' not in str(error.value)
 
 
+def test_build_without_diffrax_says_what_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'diffrax', None)  # What `import diffrax` finds uninstalled.
+  with pytest.raises(ConfigError, match='pip install diffrax'):
+    build_model('ffjord', helpers.dataset_info((2,), None), {})
+
+
 def test_experiment_script_trains_a_few_steps_on_digits(tmp_path):
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, 'experiments', 'ffjord.py'),
