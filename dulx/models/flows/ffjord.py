@@ -82,7 +82,6 @@ from dulx.models.flows.image_flow import require_squeezable
 from dulx.models.flows.layers import squeeze, unsqueeze
 from dulx.nn.conv import Conv
 
-
 if TYPE_CHECKING:
   from dulx.data import DatasetInfo
 
