@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = ['image_grid', 'density_image', 'save_png', 'samples_image', 'grid_points', 'density_plot',
-           'latent_plot']
+           'latent_plot', 'to_image']
 
 
 def image_grid(images: np.ndarray, num_levels: int, pad: int = 1) -> np.ndarray:
@@ -139,8 +139,13 @@ def latent_plot(z: np.ndarray, bounds: tuple[float, float], bins: int = 64) -> n
   return density_image(counts, scale=max(1, 256 // bins))
 
 
-def save_png(path: str, image: np.ndarray) -> None:
-  """Writes a [H, W] or [H, W, 1|3] uint8 array as PNG."""
+def to_image(image: np.ndarray) -> Image.Image:
+  """A [H, W] or [H, W, 1|3] uint8 array as a Pillow image (a notebook displays it)."""
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
-  Image.fromarray(image).save(path)
+  return Image.fromarray(image)
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+  """Writes a [H, W] or [H, W, 1|3] uint8 array as PNG."""
+  to_image(image).save(path)
