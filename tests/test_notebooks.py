@@ -23,7 +23,7 @@ def run_notebook(name: str, **parameters) -> dict:
   for i, cell in enumerate(cells):
     if cell['cell_type'] != 'code':
       continue
-    exec(compile(''.join(cell['source']), f'{name}, cell {i}', 'exec'), namespace)  # noqa: S102
+    exec(compile(''.join(cell['source']), f'{name}, cell {i}', 'exec'), namespace)
     if cell is tagged[0]:
       unknown = set(parameters) - set(namespace)
       assert not unknown, f'{name} has no parameters {sorted(unknown)}'
