@@ -30,7 +30,10 @@ def _quiet():
 
 
 class Checkpoints:
-  """The checkpoints under `directory`: keep the last `keep`, restore the latest."""
+  """The checkpoints under `directory`: keep the last `keep`, restore the latest.
+
+  Close it when done (`close()`, or use it as a context manager): that waits for
+  pending saves and releases Orbax's background resources."""
 
   def __init__(self, directory: str, keep: int = 3, read_only: bool = False):
     self.directory = os.path.abspath(directory)
@@ -70,3 +73,9 @@ class Checkpoints:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+  def __enter__(self) -> 'Checkpoints':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()

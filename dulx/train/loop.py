@@ -171,8 +171,8 @@ def _restore_run(workdir: str, step: int | None = None) -> tuple[_Setup, TrainSt
     raise CheckpointError(f'{workdir} holds no trained run ({_CONFIG_FILE} is missing).')
   config, info = saved
   setup = _setup(config.replace(parallel='jit'), info)
-  state = Checkpoints(os.path.join(workdir, _CHECKPOINTS), read_only=True).restore(
-      setup.abstract_state(), step)
+  with Checkpoints(os.path.join(workdir, _CHECKPOINTS), read_only=True) as reader:
+    state = reader.restore(setup.abstract_state(), step)
   return setup, state
 
 
@@ -311,9 +311,9 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   ckpt_dir = os.path.join(workdir, _CHECKPOINTS)
   restored = None
   if os.path.isdir(ckpt_dir):
-    reader = Checkpoints(ckpt_dir, read_only=True)
-    if reader.latest_step() is not None:
-      restored = reader.restore(setup.abstract_state())
+    with Checkpoints(ckpt_dir, read_only=True) as reader:
+      if reader.latest_step() is not None:
+        restored = reader.restore(setup.abstract_state())
   _check_workdir_writable(workdir)
 
   # 2. Write the run's description, then train.

@@ -173,6 +173,15 @@ def test_rerun_with_more_steps_continues(tmp_path):
   assert int(state.step) == 5
 
 
+def test_checkpoints_context_finishes_its_saves_on_exit(tmp_path):
+  tree = {'w': jnp.arange(1000.0)}
+  with train.Checkpoints(str(tmp_path)) as checkpoints:
+    checkpoints.save(7, tree)  # Asynchronous: only closing waits for it.
+  with train.Checkpoints(str(tmp_path), read_only=True) as reader:
+    assert reader.latest_step() == 7
+    chex.assert_trees_all_equal(reader.restore(tree), tree)
+
+
 def test_workdir_outputs_and_loss_falls(tmp_path):
   workdir = str(tmp_path / 'w')
   final = train.train_and_evaluate(
