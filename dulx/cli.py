@@ -57,7 +57,7 @@ _HELP = {
     'learning_rate': 'Peak learning rate.',
     'lr_schedule': 'constant | cosine (decay to 0 at --num_steps).',
     'warmup_steps': 'Linear warm-up steps.',
-    'weight_decay': 'Decoupled weight decay (adamw).',
+    'weight_decay': 'Decoupled weight decay; needs --optimizer=adamw.',
     'grad_clip': 'Clip gradients to this global norm; 0 = off.',
     'ema_decay': ('Keep an EMA of the parameters for eval/sampling with this decay, warmed up as '
                   'min(decay, (1 + t) / (10 + t)) at update t; 0 = off.'),

@@ -83,6 +83,9 @@ class Config:
     for name in ('weight_decay', 'grad_clip'):
       if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
         raise ConfigError(f'--{name} must be a finite number >= 0, got {getattr(self, name)}.')
+    if self.weight_decay and self.optimizer != 'adamw':
+      raise ConfigError(f'--weight_decay={self.weight_decay} needs --optimizer=adamw '
+                        f'(--optimizer={self.optimizer} has no weight decay).')
     if not 0.0 <= self.ema_decay < 1.0:
       raise ConfigError(f'--ema_decay must be in [0, 1), got {self.ema_decay}.')
 

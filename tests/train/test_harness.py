@@ -15,7 +15,7 @@ import dulx
 from dulx import data
 from dulx import models
 from dulx import train
-from dulx.errors import CheckpointError, DivergedError
+from dulx.errors import CheckpointError, ConfigError, DivergedError
 from tests.snapshot import snapshot
 
 _NON_DETERMINISTIC = ('examples_per_sec',)
@@ -50,6 +50,17 @@ def _setup_step(config: train.Config, parallel: str):
   step = train.make_train_step(loss_fn, tx, schedule, axis_name='data' if parallel == 'pmap' else None)
   batcher = data.Batcher(ds, config.batch_size, seed=0)
   return runner, init_fn, step, batcher
+
+
+def test_adamw_decays_the_weights_and_adam_refuses_weight_decay():
+  config = _made_config(optimizer='adamw', weight_decay=0.5, learning_rate=0.1)
+  tx, _ = train.make_optimizer(config)
+  params = {'w': jnp.array([1.0, -2.0, 4.0])}
+  # With zero gradients Adam's own step is 0, so the update is the decay alone: -lr wd w.
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  np.testing.assert_allclose(updates['w'], -0.1 * 0.5 * params['w'], rtol=1e-6)
+  with pytest.raises(ConfigError, match='--weight_decay=0.5 needs --optimizer=adamw'):
+    _made_config(weight_decay=0.5)
 
 
 def test_four_fake_devices():
