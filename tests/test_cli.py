@@ -102,7 +102,7 @@ def _corrupt_files(tmp_path):
 @pytest.mark.parametrize('case', [
     'unknown_dataset', 'missing_file', 'corrupt_idx', 'corrupt_npz', 'split_out_of_range',
     'zero_batch', 'negative_steps', 'batch_larger_than_data', 'unknown_option', 'bad_option_value',
-    'another_model', 'workdir_not_writable', 'weight_decay_without_adamw'])
+    'another_model', 'workdir_not_writable', 'weight_decay_without_adamw', 'clipping_switched_on'])
 def test_bad_input_fails_cleanly_and_leaves_workdir_identical(case, made_workdir, tmp_path):
   bad_gz, bad_npz = _corrupt_files(tmp_path)
   args = {
@@ -119,6 +119,7 @@ def test_bad_input_fails_cleanly_and_leaves_workdir_identical(case, made_workdir
       'another_model': ('histogram', '--quantize=4'),
       'workdir_not_writable': ('made',),
       'weight_decay_without_adamw': ('made', '--weight_decay=0.1'),
+      'clipping_switched_on': ('made', '--grad_clip=1'),
   }[case]
   script, extra = args[0], list(args[1:])
   workdir = made_workdir
@@ -135,6 +136,7 @@ def test_bad_input_fails_cleanly_and_leaves_workdir_identical(case, made_workdir
       'negative_steps': 'num_steps', 'batch_larger_than_data': '1024', 'unknown_option': 'no_such_option',
       'bad_option_value': 'likelihood', 'another_model': "model 'made'",
       'workdir_not_writable': 'a_file', 'weight_decay_without_adamw': 'optimizer=adamw',
+      'clipping_switched_on': 'resume with --grad_clip=0.0',
   }[case]
   _assert_clean_failure(result, expected)
   assert snapshot(made_workdir) == before

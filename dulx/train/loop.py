@@ -79,6 +79,35 @@ def _info_key(info: dulx_data.DatasetInfo) -> tuple:
   return tuple(info.shape), info.num_levels, info.num_classes
 
 
+# Settings that change what a checkpoint holds beyond the model, each by what it keys on:
+# adamw's chain holds one more state than adam's, clipping is one more link, and the
+# EMA is a second copy of the parameters. Other settings (learning rate, schedule,
+# clipping norm, decay values) may change between a run and its resume.
+_STATE_LAYOUT = {
+    'optimizer': lambda c: c.optimizer,
+    'grad_clip': lambda c: c.grad_clip > 0,
+    'ema_decay': lambda c: c.ema_decay > 0,
+}
+
+
+def _check_resumable(old: Config, old_info: dulx_data.DatasetInfo, new: Config,
+                     info: dulx_data.DatasetInfo, workdir: str) -> None:
+  """Raises CheckpointError unless `new` on `info` can resume what `old` on `old_info` wrote."""
+  if old.model != new.model:
+    raise CheckpointError(f'{workdir} was trained with model {old.model!r}, not {new.model!r}; '
+                          'use another --workdir.')
+  if old.model_options != new.model_options or _info_key(old_info) != _info_key(info):
+    raise CheckpointError(f'{workdir} was trained with other model options or data shape '
+                          f'({old.model_options}, {_info_key(old_info)}); use another --workdir.')
+  changed = [name for name, key in _STATE_LAYOUT.items() if key(old) != key(new)]
+  if changed:
+    was = ' '.join(f'--{name}={getattr(old, name)}' for name in changed)
+    now = ' '.join(f'--{name}={getattr(new, name)}' for name in changed)
+    raise CheckpointError(f'{workdir} was trained with {was}, and its checkpoints hold no state '
+                          f'for {now} (the optimiser, clipping on/off and EMA on/off shape it); '
+                          f'resume with {was} or use another --workdir.')
+
+
 def _check_fits(info: dulx_data.DatasetInfo, trained: dulx_data.DatasetInfo, workdir: str) -> None:
   if (tuple(info.shape), info.num_levels) != (tuple(trained.shape), trained.num_levels):
     raise DataError(
@@ -300,12 +329,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   saved = _read_run(workdir)
   if saved is not None:
     old, old_info = saved
-    if old.model != config.model:
-      raise CheckpointError(f'{workdir} was trained with model {old.model!r}, not {config.model!r}; '
-                            'use another --workdir.')
-    if old.model_options != config.model_options or _info_key(old_info) != _info_key(info):
-      raise CheckpointError(f'{workdir} was trained with other model options or data shape '
-                            f'({old.model_options}, {_info_key(old_info)}); use another --workdir.')
+    _check_resumable(old, old_info, config, info, workdir)
   setup = _setup(config, info)
   batcher = dulx_data.Batcher(train_ds, config.batch_size, seed=config.seed)
   ckpt_dir = os.path.join(workdir, _CHECKPOINTS)

@@ -184,6 +184,21 @@ def test_rerun_with_more_steps_continues(tmp_path):
   assert int(state.step) == 5
 
 
+def test_resume_refuses_another_state_layout_before_writing(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_histogram_config(num_steps=3, grad_clip=1.0), workdir)
+  before = snapshot(workdir)
+  for change, match in ((dict(optimizer='adamw'), 'with --optimizer=adam, and'),
+                        (dict(grad_clip=0.0), 'with --grad_clip=1.0, and'),
+                        (dict(ema_decay=0.9), 'with --ema_decay=0.0, and')):
+    with pytest.raises(CheckpointError, match=match):
+      train.train_and_evaluate(_histogram_config(**{'num_steps': 6, 'grad_clip': 1.0, **change}), workdir)
+    assert snapshot(workdir) == before
+  # Values that leave the layout as it is may change: another clipping norm, learning rate.
+  train.train_and_evaluate(_histogram_config(num_steps=6, grad_clip=2.0, learning_rate=0.01), workdir)
+  assert int(dulx.restore(workdir)[1].step) == 6
+
+
 def test_checkpoints_context_finishes_its_saves_on_exit(tmp_path):
   tree = {'w': jnp.arange(1000.0)}
   with train.Checkpoints(str(tmp_path)) as checkpoints:
