@@ -188,6 +188,9 @@ class _Setup:
 
 def _setup(config: Config, info: dulx_data.DatasetInfo) -> _Setup:
   model = models.build_model(config.model, info, config.model_options, dtype=_dtype(config))
+  reason = getattr(model, 'pmap_unsupported', None) if config.parallel == 'pmap' else None
+  if reason:
+    raise ConfigError(f'--parallel=pmap: {reason}')
   tx, schedule = step_lib.make_optimizer(config)
   runner = step_lib.make_runner(config.parallel, config.batch_size)
   init_fn = step_lib.make_init_fn(model, tx, config.ema_decay)

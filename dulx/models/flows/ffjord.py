@@ -36,11 +36,14 @@ products per step would dominate): log p(x) is linear in the traces, so the mean
 the estimates over a test set is an unbiased estimate of its mean log-likelihood.
 
 Each block's ODE is solved by diffrax (Dopri5 with an adaptive PID step-size
-controller, `rtol`/`atol` options). Gradients use diffrax's RecursiveCheckpointAdjoint:
-backpropagation through the solver's own steps with checkpointing. It gives the exact
-gradient of the computed log-likelihood (discretise-then-optimise), which the
-backsolve adjoint of Chen et al. only approximates by solving a second ODE backwards,
-and for the sizes dulx trains its memory (the checkpoints) is small. Step sizes are
+controller, `rtol`/`atol` options). Gradients (`adjoint`) by default use diffrax's
+RecursiveCheckpointAdjoint ('checkpoint'): backpropagation through the solver's own
+steps with checkpointing. It gives the exact gradient of the computed log-likelihood
+(discretise-then-optimise), which the backsolve adjoint of Chen et al. ('backsolve')
+only approximates by solving a second ODE backwards, and for the sizes dulx trains its
+memory (the checkpoints) is small. 'backsolve' keeps memory constant in the number of
+solver steps, and is the one of the two that runs under `jax.pmap` (--parallel=pmap):
+diffrax's checkpointed loop does not trace there. Step sizes are
 chosen for the whole batch (the error norm is over the batch's state), as in FFJORD.
 
 Regularisation (RNODE: Finlay et al. 2020, "How to train your neural ODE"): the field
@@ -85,11 +88,12 @@ from dulx.nn.conv import Conv
 if TYPE_CHECKING:
   from dulx.data import DatasetInfo
 
-__all__ = ['ACTIVATIONS', 'EVAL_TRACES', 'FIELDS', 'FFJORD', 'VectorField', 'build']
+__all__ = ['ACTIVATIONS', 'ADJOINTS', 'EVAL_TRACES', 'FIELDS', 'FFJORD', 'VectorField', 'build']
 
 ACTIVATIONS = {'softplus': nn.softplus, 'tanh': jnp.tanh}
 FIELDS = ('mlp', 'conv')
 EVAL_TRACES = ('exact', 'hutchinson')
+ADJOINTS = ('checkpoint', 'backsolve')
 
 
 class ConcatSquash(nn.Module):
@@ -169,6 +173,8 @@ class FFJORD(nn.Module):
       squeeze (FFJORD's n_blocks); each block is its own ODE with its own field.
     kinetic_weight: lambda_K of RNODE's kinetic-energy penalty (0: none).
     jacobian_weight: lambda_J of RNODE's Jacobian Frobenius-norm penalty (0: none).
+    adjoint: how gradients pass through a solve: 'checkpoint' (exact, through the
+      solver's steps) or 'backsolve' (the continuous adjoint ODE, approximate).
   """
   event_shape: tuple[int, ...]
   num_levels: int | None = None
@@ -187,10 +193,20 @@ class FFJORD(nn.Module):
   blocks_per_scale: int = 1
   kinetic_weight: float = 0.0
   jacobian_weight: float = 0.0
+  adjoint: str = 'checkpoint'
 
   @property
   def num_dims(self) -> int:
     return math.prod(self.event_shape)
+
+  @property
+  def pmap_unsupported(self) -> str | None:
+    """Why this model cannot train under `jax.pmap`, or None: read by the harness."""
+    if self.adjoint == 'checkpoint':
+      return ("ffjord's default --adjoint=checkpoint (diffrax's checkpointed loop) does not "
+              'trace under jax.pmap; use --parallel=jit (the same update over the same '
+              'devices) or --adjoint=backsolve.')
+    return None
 
   @property
   def latent_bounds(self) -> tuple[float, float]:
@@ -224,6 +240,8 @@ class FFJORD(nn.Module):
     if self.field not in FIELDS or self.eval_trace not in EVAL_TRACES:
       raise ValueError(f'field must be one of {FIELDS} and eval_trace one of {EVAL_TRACES}, '
                        f'got {self.field!r} and {self.eval_trace!r}.')
+    if self.adjoint not in ADJOINTS:
+      raise ValueError(f'adjoint must be one of {ADJOINTS}, got {self.adjoint!r}.')
     if self.field == 'conv' and len(self.event_shape) != 3:
       raise ValueError(f"field='conv' needs images (H, W, C), got event_shape {self.event_shape}.")
     if self.num_scales < 1 or self.blocks_per_scale < 1:
@@ -297,7 +315,9 @@ class FFJORD(nn.Module):
         diffrax.ODETerm(dynamics), diffrax.Dopri5(), t0=t0, t1=t1, dt0=None, y0=state,
         args=(self.field_params[f'block_{block}'], eps),
         stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
-        adjoint=diffrax.RecursiveCheckpointAdjoint(), max_steps=self.max_steps)
+        adjoint=(diffrax.BacksolveAdjoint() if self.adjoint == 'backsolve'
+                 else diffrax.RecursiveCheckpointAdjoint()),
+        max_steps=self.max_steps)
     z1, trace_integral = solution.ys[:2]
     if not self.is_initializing():  # Keeps `init`'s variables free of per-pass values.
       self.sow('metrics', 'ode_steps', solution.stats['num_steps'])
@@ -436,7 +456,8 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
           eval_trace: Literal['exact', 'hutchinson'] = 'exact', integration_time: float = 1.0,
           rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 1000, num_scales: int = 1,
           blocks_per_scale: int = 1, kinetic_weight: float = 0.0,
-          jacobian_weight: float = 0.0) -> FFJORD:
+          jacobian_weight: float = 0.0,
+          adjoint: Literal['checkpoint', 'backsolve'] = 'checkpoint') -> FFJORD:
   """FFJORD for continuous points or dequantized images, unconditional.
 
   Args:
@@ -461,6 +482,10 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
       integral of mean_d f_d^2 per block; keeps the solver's step count down.
     jacobian_weight: RNODE's Jacobian Frobenius-norm penalty weight (>= 0; 0: none),
       on the integral of mean_d (eps^T df/dz)_d^2 per block.
+    adjoint: gradients through each solve: 'checkpoint' (diffrax's recursive
+      checkpointing, the exact gradient of the computed NLL) or 'backsolve' (Chen et
+      al.'s adjoint ODE solved backwards: approximate, memory constant in the solver's
+      steps; needed for --parallel=pmap).
   """
   # Model discovery imports every model; diffrax is imported where a solve is traced
   # (a third of a second saved for every other model's script), and missing, reported here.
@@ -489,4 +514,5 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32,
       max_steps=require_int('max_steps', max_steps), num_scales=num_scales,
       blocks_per_scale=require_int('blocks_per_scale', blocks_per_scale),
       kinetic_weight=require_number('kinetic_weight', kinetic_weight, allow_zero=True),
-      jacobian_weight=require_number('jacobian_weight', jacobian_weight, allow_zero=True))
+      jacobian_weight=require_number('jacobian_weight', jacobian_weight, allow_zero=True),
+      adjoint=require_choice('adjoint', adjoint, ADJOINTS))
