@@ -96,9 +96,18 @@ def _check_resumable(old: Config, old_info: dulx_data.DatasetInfo, new: Config,
   if old.model != new.model:
     raise CheckpointError(f'{workdir} was trained with model {old.model!r}, not {new.model!r}; '
                           'use another --workdir.')
-  if old.model_options != new.model_options or _info_key(old_info) != _info_key(info):
-    raise CheckpointError(f'{workdir} was trained with other model options or data shape '
-                          f'({old.model_options}, {_info_key(old_info)}); use another --workdir.')
+  # Options a run left out (the Python API), or that its model gained since, are the
+  # builder's defaults; JSON's lists stand for tuples.
+  defaults = models.model_options(new.model)
+  was, now = (json.loads(json.dumps({**defaults, **c.model_options})) for c in (old, new))
+  changed = sorted(name for name in was.keys() | now.keys() if was.get(name) != now.get(name))
+  if changed:
+    values = '; '.join(f'--{name}={was.get(name)} there, {now.get(name)} here' for name in changed)
+    raise CheckpointError(f'{workdir} was trained with other model options ({values}); '
+                          'use another --workdir.')
+  if _info_key(old_info) != _info_key(info):
+    raise CheckpointError(f'{workdir} was trained on data of shape, levels and classes '
+                          f'{_info_key(old_info)}, not {_info_key(info)}; use another --workdir.')
   changed = [name for name, key in _STATE_LAYOUT.items() if key(old) != key(new)]
   if changed:
     was = ' '.join(f'--{name}={getattr(old, name)}' for name in changed)
