@@ -276,8 +276,8 @@ def build(info: 'DatasetInfo', *, dtype: Any = jnp.float32, num_components: int 
     bisection_steps: halvings of the bracket when inverting the CDF for sampling (>= 1).
   """
   if info.num_levels is not None:
-    raise ConfigError(f'cdf_flow models continuous points, but {info.spec!r} has '
-                      f'{info.num_levels} discrete levels; drop --quantize.')
+    raise ConfigError(f'cdf_flow models continuous points (toy1d:, toy2d: without --quantize), '
+                      f'but {info.spec!r} has {info.num_levels} discrete levels.')
   if len(info.shape) != 1 or info.shape[0] not in (1, 2):
     raise ConfigError(f'cdf_flow models 1-D or 2-D points, but {info.spec!r} has examples of '
                       f'shape {tuple(info.shape)}.')
