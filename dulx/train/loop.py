@@ -79,6 +79,11 @@ def _info_key(info: dulx_data.DatasetInfo) -> tuple:
   return tuple(info.shape), info.num_levels, info.num_classes
 
 
+def _all_options(config: Config) -> dict[str, Any]:
+  """The model's options, those left out at their builder's defaults, as JSON keeps them."""
+  return json.loads(json.dumps({**models.model_options(config.model), **config.model_options}))
+
+
 # Settings that change what a checkpoint holds beyond the model, each by what it keys on:
 # adamw's chain holds one more state than adam's, clipping is one more link, and the
 # EMA is a second copy of the parameters. Other settings (learning rate, schedule,
@@ -96,13 +101,11 @@ def _check_resumable(old: Config, old_info: dulx_data.DatasetInfo, new: Config,
   if old.model != new.model:
     raise CheckpointError(f'{workdir} was trained with model {old.model!r}, not {new.model!r}; '
                           'use another --workdir.')
-  # Options a run left out (the Python API), or that its model gained since, are the
-  # builder's defaults; JSON's lists stand for tuples.
-  defaults = models.model_options(new.model)
-  was, now = (json.loads(json.dumps({**defaults, **c.model_options})) for c in (old, new))
-  changed = sorted(name for name in was.keys() | now.keys() if was.get(name) != now.get(name))
+  # A run saved before its model gained an option holds the option's default.
+  saved, given = _all_options(old), _all_options(new)
+  changed = sorted(n for n in saved.keys() | given.keys() if saved.get(n) != given.get(n))
   if changed:
-    values = '; '.join(f'--{name}={was.get(name)} there, {now.get(name)} here' for name in changed)
+    values = '; '.join(f'--{n}={saved.get(n)} there, {given.get(n)} here' for n in changed)
     raise CheckpointError(f'{workdir} was trained with other model options ({values}); '
                           'use another --workdir.')
   if _info_key(old_info) != _info_key(info):
@@ -333,7 +336,9 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   so that `--flagfile=<workdir>/flags.txt` reruns the experiment.
   """
   workdir = os.path.abspath(workdir)
-  # 1. Everything that can fail on bad input, before anything is written.
+  # 1. Everything that can fail on bad input, before anything is written. The saved
+  # config names every model option, so a later default cannot change what it built.
+  config = config.replace(model_options=_all_options(config))
   train_ds = load_data(config, config.train_split)
   eval_ds = load_data(config, config.eval_split)
   info = train_ds.info

@@ -202,14 +202,22 @@ def test_resume_refuses_another_state_layout_before_writing(tmp_path):
 def test_resume_fills_left_out_options_with_defaults_and_names_what_changed(tmp_path):
   workdir = str(tmp_path / 'w')
   train.train_and_evaluate(_made_config(), workdir)  # Options left out: the builder's defaults.
-  before = snapshot(workdir)
   options = {**models.model_options('made'), 'hidden_sizes': [32], 'num_masks': 4}
+  path = os.path.join(workdir, 'config.json')
+  with open(path) as f:
+    saved = json.load(f)
+  assert saved['config']['model_options'] == json.loads(json.dumps(options))  # Every option.
+  # As a workdir saved before the model had an option: the option is missing there.
+  del saved['config']['model_options']['likelihood']
+  with open(path, 'w') as f:
+    json.dump(saved, f)
+  before = snapshot(workdir)
   with pytest.raises(CheckpointError, match=r'options \(--hidden_sizes=\[32\] there, \[16\] here\)'):
     train.train_and_evaluate(_made_config(model_options={**options, 'hidden_sizes': [16]}), workdir)
   with pytest.raises(CheckpointError, match=r'levels and classes \(\(8, 8, 1\), 2, 10\), not \(\(8, 8, 1\), 17'):
     train.train_and_evaluate(_made_config(binarize='none', model_options=options), workdir)
   assert snapshot(workdir) == before
-  # All options given (as the CLI gives them), the same values: the run resumes.
+  # The same values, every option given (as the CLI gives them): the run resumes.
   train.train_and_evaluate(_made_config(num_steps=5, model_options=options), workdir)
   assert int(dulx.restore(workdir)[1].step) == 5
 

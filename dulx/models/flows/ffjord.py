@@ -43,8 +43,8 @@ steps with checkpointing. It gives the exact gradient of the computed log-likeli
 only approximates by solving a second ODE backwards, and for the sizes dulx trains its
 memory (the checkpoints) is small. 'backsolve' keeps memory constant in the number of
 solver steps, and is the one of the two that runs under `jax.pmap` (--parallel=pmap):
-diffrax's checkpointed loop does not trace there. Step sizes are
-chosen for the whole batch (the error norm is over the batch's state), as in FFJORD.
+diffrax's checkpointed loop does not trace there. Step sizes are chosen for the whole
+batch (the error norm is over the batch's state), as in FFJORD.
 
 Regularisation (RNODE: Finlay et al. 2020, "How to train your neural ODE"): the field
 that maximum likelihood learns is free to be stiff and to wander, so the adaptive
