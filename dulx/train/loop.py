@@ -46,7 +46,7 @@ from dulx.train import step as step_lib
 from dulx.train.checkpoint import Checkpoints
 from dulx.train.config import Config
 from dulx.train.state import TrainState
-from dulx.train.writer import MetricWriter
+from dulx.train.writer import MetricWriter, read_metrics
 
 __all__ = ['Interrupted', 'train_and_evaluate', 'evaluate', 'sample', 'restore', 'evaluate_dataset',
            'load_data']
@@ -347,6 +347,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   if saved is not None:
     old, old_info = saved
     _check_resumable(old, old_info, config, info, workdir)
+    read_metrics(os.path.join(workdir, 'metrics.jsonl'))  # Raises for a line that is not a record.
   setup = _setup(config, info)
   batcher = dulx_data.Batcher(train_ds, config.batch_size, seed=config.seed)
   ckpt_dir = os.path.join(workdir, _CHECKPOINTS)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import chex
 import flax.linen as nn
@@ -220,6 +221,40 @@ def test_resume_fills_left_out_options_with_defaults_and_names_what_changed(tmp_
   # The same values, every option given (as the CLI gives them): the run resumes.
   train.train_and_evaluate(_made_config(num_steps=5, model_options=options), workdir)
   assert int(dulx.restore(workdir)[1].step) == 5
+
+
+def test_resume_cuts_the_torn_last_metrics_line_of_a_killed_run(tmp_path):
+  whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')
+  train.train_and_evaluate(_histogram_config(num_steps=6), whole)
+  train.train_and_evaluate(_histogram_config(num_steps=4), killed)
+  path = os.path.join(killed, 'metrics.jsonl')
+  with open(path) as f:
+    lines = f.readlines()
+  # Killed during step 4's record, after the step-3 checkpoint: a line cut short.
+  with open(path, 'w') as f:
+    f.writelines(lines[:3])
+    f.write(lines[3][:25])
+  assert [r['step'] for r in train.read_metrics(path)] == [1, 2, 3]
+  shutil.rmtree(os.path.join(killed, 'checkpoints', '4'))
+  train.train_and_evaluate(_histogram_config(num_steps=6), killed)
+  assert _records(killed) == _records(whole)
+  with open(path) as f:
+    assert f.read().endswith('}\n')
+
+
+def test_a_line_of_metrics_that_is_not_a_record_is_refused_before_writing(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_histogram_config(num_steps=3), workdir)
+  path = os.path.join(workdir, 'metrics.jsonl')
+  with open(path) as f:
+    lines = f.readlines()
+  for bad in ('{"step": 2, "lo\n', '[1, 2]\n'):
+    with open(path, 'w') as f:
+      f.writelines([lines[0], bad, *lines[2:]])
+    before = snapshot(workdir)
+    with pytest.raises(CheckpointError, match=r'metrics.jsonl, line 2, is not a metrics record'):
+      train.train_and_evaluate(_histogram_config(num_steps=6), workdir)
+    assert snapshot(workdir) == before
 
 
 def test_checkpoints_context_finishes_its_saves_on_exit(tmp_path):
