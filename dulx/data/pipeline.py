@@ -6,9 +6,10 @@ last N mod batch_size examples of the order are dropped. The randomness inside a
 batch (dynamic binarization, dequantization noise) comes from its own stream,
 np.random.default_rng([seed, step, 1]), so no state carries from step to step.
 
-Evaluation (`eval_batches`): the whole dataset in order; its randomness per batch
-index i comes from np.random.default_rng([seed, i, 2]), so repeated evaluations see
-the same data.
+Evaluation (`eval_batches`): the whole dataset in order. Its randomness is drawn in
+blocks of 32 examples, block k (examples [32k, 32k + 32)) from
+np.random.default_rng([seed, k, 2]), whatever the batch size: every evaluation with
+the same seed sees the same data, on any number of devices and at any batch size.
 """
 
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ __all__ = ['Batcher', 'eval_batches']
 
 _TRAIN_STREAM = 1  # Tags that keep the per-batch streams apart from the permutations.
 _EVAL_STREAM = 2
+_EVAL_BLOCK = 32  # Examples per block of evaluation randomness.
 _BELOW_ONE = np.nextafter(np.float32(1), np.float32(0))
 
 
@@ -113,13 +115,14 @@ def eval_batches(ds: Dataset, batch_size: int, *, seed: int = 0,
   """The whole dataset in order, in batches of exactly `batch_size`.
 
   The last batch is padded by repeating the last example, so a compiled step sees one
-  shape; the count of real examples says how much of each batch to score.
+  shape; the count of real examples says how much of each batch to score. The real
+  rows do not depend on `batch_size` (see the module docstring).
 
   Args:
     ds: the evaluation set.
     batch_size: >= 1 (may exceed N: then one padded batch).
-    seed: >= 0; fixes the stochastic binarization / dequantization of batch i (stream
-      (seed, i)), so repeated evaluations see the same data.
+    seed: >= 0; fixes the stochastic binarization / dequantization of every example,
+      so repeated evaluations see the same data.
     dequantize: as in Batcher.
 
   Yields:
@@ -134,9 +137,25 @@ def eval_batches(ds: Dataset, batch_size: int, *, seed: int = 0,
   _check(ds, seed, dequantize)
   n = len(ds.x)
 
+  drawn = {}  # The last block drawn: a batch may start inside it.
+
+  def block(k: int) -> dict[str, np.ndarray]:
+    if k not in drawn:
+      # Rows past the end repeat the last example: the last block is always whole.
+      index = np.minimum(np.arange(k * _EVAL_BLOCK, (k + 1) * _EVAL_BLOCK), n - 1)
+      drawn.clear()
+      drawn[k] = _batch(ds, index, np.random.default_rng([seed, k, _EVAL_STREAM]), dequantize)
+    return drawn[k]
+
   def batches():
-    for i, start in enumerate(range(0, n, batch_size)):
-      index = np.minimum(np.arange(start, start + batch_size), n - 1)
-      rng = np.random.default_rng([seed, i, _EVAL_STREAM])
-      yield _batch(ds, index, rng, dequantize), min(batch_size, n - start)
+    for start in range(0, n, batch_size):
+      valid = min(batch_size, n - start)
+      first, last = start // _EVAL_BLOCK, (start + valid - 1) // _EVAL_BLOCK
+      blocks = [block(k) for k in range(first, last + 1)]
+      offset = start - first * _EVAL_BLOCK
+      batch = {}
+      for key in blocks[0]:
+        rows = np.concatenate([b[key] for b in blocks])[offset:offset + valid]
+        batch[key] = np.concatenate([rows, np.repeat(rows[-1:], batch_size - valid, axis=0)])
+      yield batch, valid
   return batches()

@@ -181,6 +181,24 @@ def test_eval_batches_stochastic_are_repeatable():
   assert not np.array_equal(first[0][0]['x'], other['x'])
 
 
+@pytest.mark.parametrize('dequantize', [False, True])
+def test_eval_data_do_not_depend_on_the_batch_size(dequantize):
+  ds = data.preprocess(data.load('digits', 'train[:103]'), binarize='stochastic')
+  def real_rows(batch_size):
+    batches = list(data.eval_batches(ds, batch_size, seed=5, dequantize=dequantize))
+    return {k: np.concatenate([b[k][:valid] for b, valid in batches]) for k in batches[0][0]}
+  reference = real_rows(32)
+  for batch_size in (1, 7, 33, 64, 103, 150):  # One device or eight, any --batch_size.
+    _assert_batches_equal(real_rows(batch_size), reference)
+  # The documented draw: examples [0, 32) binarized from default_rng([seed, 0, 2]).
+  p = ds.x[:32]
+  expected = (np.random.default_rng([5, 0, 2]).random(p.shape, dtype=np.float32) < p)
+  if not dequantize:
+    np.testing.assert_array_equal(reference['x'][:32], expected.astype(np.int32))
+  else:
+    np.testing.assert_array_equal(np.floor(reference['x'][:32] * 2), expected)
+
+
 def test_eval_batches_bad_size():
   with pytest.raises(ConfigError, match='eval batch size must be >= 1, got 0'):
     data.eval_batches(_indexed(), 0)  # Raised at the call, before any batch is drawn.
