@@ -10,6 +10,7 @@ Modes:
   --mode=train   train (resuming from the workdir's latest checkpoint), print final eval
   --mode=eval    score the workdir's latest checkpoint on --dataset/--eval_split
   --mode=sample  write a PNG grid and an .npy of samples from the latest checkpoint
+                 (--label=K: every sample of class K, for a class-conditional model)
 The last line on stdout is a JSON object (eval: `nll` in nats/example and `bits_per_dim`).
 Bad input prints one line on stderr and exits with status 2, without touching the workdir.
 """
@@ -121,6 +122,8 @@ def _define_flags(model: str, flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_enum('mode', 'train', ('train', 'eval', 'sample'), 'What to do with the workdir.',
                     **kw)
   flags.DEFINE_float('temperature', 1.0, 'Sampling temperature (--mode=sample).', **kw)
+  flags.DEFINE_integer('label', None, '--mode=sample, class-conditional models: draw every '
+                       'sample of this class (default: the classes in turn, 0, 1, ...).', **kw)
   flags.DEFINE_string('output', None, '--mode=sample: path prefix of the .png/.npy '
                       '(default <workdir>/samples/sample_step_<step>).', **kw)
   flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0.', **kw)
@@ -184,7 +187,8 @@ def _main(model: str, argv: list[str]) -> None:
       print(f'{out["dataset"]} {out["split"]}: nll {out["nll"]:.4f} nats, '
             f'{out["bits_per_dim"]:.4f} bits/dim over {out["num_examples"]} examples (step {out["step"]})')
     elif FLAGS.mode == 'sample':
-      out = train.sample(FLAGS.workdir, FLAGS.num_samples, FLAGS.seed, FLAGS.temperature, FLAGS.output)
+      out = train.sample(FLAGS.workdir, FLAGS.num_samples, FLAGS.seed, FLAGS.temperature, FLAGS.output,
+                         FLAGS.label)
       print(f'wrote {out["picture"]} and {out["npy"]}')
     else:
       config = _config(model)

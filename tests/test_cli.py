@@ -90,6 +90,14 @@ def test_sample_mode_writes_png_and_npy(made_workdir, tmp_path):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+def test_a_label_for_an_unconditional_model_fails_cleanly(made_workdir, tmp_path):
+  before = snapshot(made_workdir)
+  result = _run('made', '--mode=sample', f'--workdir={made_workdir}', '--label=3',
+                f'--output={tmp_path / "out"}')
+  _assert_clean_failure(result, '--label=3: this made is not class-conditional')
+  assert snapshot(made_workdir) == before and not os.listdir(tmp_path)
+
+
 def _corrupt_files(tmp_path):
   bad_gz = tmp_path / 'bad-images-idx3-ubyte.gz'
   with gzip.open(bad_gz, 'wb') as f:

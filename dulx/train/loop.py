@@ -246,10 +246,28 @@ def evaluate_dataset(setup: _Setup, variables: Any, ds: dulx_data.Dataset, seed:
   return {'nll': nll, 'bits_per_dim': float(objectives.bits_per_dim(nll, setup.num_dims))}
 
 
-def _draw(setup: _Setup, variables: Any, rng: jax.Array, num: int, temperature: float = 1.0) -> np.ndarray:
-  y = None
-  if setup.info.num_classes and getattr(setup.model, 'num_classes', None):
-    y = jnp.arange(num, dtype=jnp.int32) % setup.info.num_classes
+def _labels(setup: _Setup, num: int, label: int | None = None) -> np.ndarray | None:
+  """[num] int32 labels of the samples of a class-conditional model: all `label`, or
+  (None) the classes in turn, 0, 1, ...; None for an unconditional model.
+
+  Raises:
+    ConfigError: `label` for an unconditional model, or out of [0, num_classes).
+  """
+  classes = setup.info.num_classes if getattr(setup.model, 'num_classes', None) else None
+  if label is None:
+    return None if classes is None else np.arange(num, dtype=np.int32) % classes
+  if classes is None:
+    raise ConfigError(f'--label={label}: this {setup.config.model} is not class-conditional '
+                      '(it was trained without --conditional or on unlabelled data).')
+  if not 0 <= label < classes:
+    raise ConfigError(f'--label={label} is not a class of {setup.info.spec}: it must be in '
+                      f'[0, {classes}).')
+  return np.full(num, label, np.int32)
+
+
+def _draw(setup: _Setup, variables: Any, rng: jax.Array, num: int, temperature: float = 1.0,
+          labels: np.ndarray | None = None) -> np.ndarray:
+  y = None if labels is None else jnp.asarray(labels)
   out = sampling.sample(setup.model, variables, rng, num, y=y, temperature=temperature)
   return np.asarray(jax.device_get(out))
 
@@ -415,7 +433,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
           record.update({f'eval/{k}': v for k, v in final.items()})
         if events['sample']:
           samples = _draw(setup, host.variables(), jax.random.fold_in(jax.random.PRNGKey(config.seed), s),
-                          config.num_samples)
+                          config.num_samples, labels=_labels(setup, config.num_samples))
           prefix = os.path.join(workdir, 'samples', f'step_{s:08d}')
           _save_samples(setup, samples, prefix)
           _save_density_pictures(setup, host.variables(), eval_ds.x, prefix)
@@ -458,22 +476,25 @@ def evaluate(workdir: str, dataset: str | None = None, split: str | None = None)
 
 
 def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
-           output: str | None = None) -> dict[str, Any]:
+           output: str | None = None, label: int | None = None) -> dict[str, Any]:
   """Draws `num` samples from the latest checkpoint.
 
   Writes `<output>.npy` and a picture `<output>.png` (text data: `<output>.txt`, one
-  sample a line); returns their paths under 'npy' and 'picture'.
+  sample a line); returns their paths under 'npy' and 'picture'. A class-conditional
+  model draws every sample of class `label`, or (None) the classes in turn, 0, 1, ...;
+  the labels are returned under 'labels' (None for an unconditional model).
   """
   if num <= 0:
     raise ConfigError(f'--num_samples must be positive, got {num}.')
   if not temperature > 0:
     raise ConfigError(f'--temperature must be > 0, got {temperature}.')
   setup, state = _restore_run(workdir)
+  labels = _labels(setup, num, label)
   step = int(state.step)
   output = output or os.path.join(workdir, 'samples', f'sample_step_{step:08d}')
   _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
-  samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature)
+  samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature, labels)
   picture = _save_samples(setup, samples, output)
   np.save(output + '.npy', samples)
   return {'picture': picture, 'npy': output + '.npy', 'num': num, 'step': step,
-          'shape': list(samples.shape)}
+          'shape': list(samples.shape), 'labels': None if labels is None else labels.tolist()}

@@ -313,6 +313,27 @@ def test_restore_api_scores_and_samples(tmp_path):
   assert set(np.unique(samples)) <= {0, 1}
 
 
+def test_sample_draws_the_label_asked_for(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_made_config(model_options={'hidden_sizes': [32], 'conditional': True}),
+                           workdir)
+  model, state, _ = dulx.restore(workdir)
+  out = train.sample(workdir, 4, output=str(tmp_path / 'sevens'), label=7)
+  assert out['labels'] == [7, 7, 7, 7]
+  direct = dulx.sample(model, state.variables(), jax.random.PRNGKey(0), 4, y=jnp.full(4, 7))
+  np.testing.assert_array_equal(np.load(out['npy']), direct)
+  assert train.sample(workdir, 12, output=str(tmp_path / 'all'))['labels'] == [*range(10), 0, 1]
+  for label in (-1, 10):
+    with pytest.raises(ConfigError, match=rf'--label={label} is not a class of digits'):
+      train.sample(workdir, 4, output=str(tmp_path / 'bad'), label=label)
+  unconditional = str(tmp_path / 'u')
+  train.train_and_evaluate(_made_config(), unconditional)
+  assert train.sample(unconditional, 2, output=str(tmp_path / 'u2'))['labels'] is None
+  with pytest.raises(ConfigError, match='--label=7: this made is not class-conditional'):
+    train.sample(unconditional, 2, output=str(tmp_path / 'u3'), label=7)
+  assert not os.path.exists(tmp_path / 'bad.npy') and not os.path.exists(tmp_path / 'u3.npy')
+
+
 def test_bfloat16_compute_keeps_float32_params_and_loss(tmp_path):
   workdir = str(tmp_path / 'w')
   final = train.train_and_evaluate(_made_config(dtype='bfloat16'), workdir)
