@@ -51,11 +51,12 @@ __all__ = ['check_request', 'dims_per_step', 'draw_step', 'sample', 'sample_cach
 
 
 def check_request(num: Any, temperature: Any) -> int:
-  """num as an int; ConfigError unless it is >= 1 and a concrete temperature is > 0."""
+  """num as an int; ConfigError unless it is >= 1 and a concrete temperature is finite
+  and > 0 (at infinity a flow's latent, and so its sample, would be Inf)."""
   if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
     raise ConfigError(f'the number of samples must be an integer >= 1, got {num!r}.')
-  if isinstance(temperature, numbers.Real) and not temperature > 0:
-    raise ConfigError(f'--temperature must be > 0, got {temperature}.')
+  if isinstance(temperature, numbers.Real) and not 0 < temperature < math.inf:
+    raise ConfigError(f'--temperature must be a finite number > 0, got {temperature}.')
   return int(num)
 
 

@@ -93,6 +93,10 @@ def test_invalid_requests_are_refused():
   rng = jax.random.PRNGKey(0)
   with pytest.raises(ConfigError, match='temperature'):
     sampling.sample(model, variables, rng, 4, temperature=0.0)
+  with pytest.raises(ConfigError, match='temperature must be a finite number > 0, got inf'):
+    sampling.sample(model, variables, rng, 4, temperature=float('inf'))
+  with pytest.raises(ConfigError, match='temperature must be a finite number'):
+    sampling.sample(BINARY, binary_variables, rng, 4, temperature=float('inf'))
   with pytest.raises(ConfigError, match='number of samples'):
     sampling.sample(BINARY, binary_variables, rng, 0)
   with pytest.raises(ValueError, match='given'):
