@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import functools
 import importlib
 import inspect
+import math
 import numbers
 import pkgutil
 from typing import Any, TYPE_CHECKING
@@ -147,10 +148,12 @@ def require_multiple(name: str, value: Any, of: int, of_name: str) -> int:
 
 
 def require_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
-  """`value` as a float > 0, or >= 0 with `allow_zero` (a tolerance, a bound, a weight; bools refused)."""
-  if (isinstance(value, bool) or not isinstance(value, (int, float))
+  """`value` as a finite float > 0, or >= 0 with `allow_zero` (a tolerance, a bound, a
+  weight: none of them works at infinity; bools refused)."""
+  if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
       or not (value >= 0 if allow_zero else value > 0)):
-    raise ConfigError(f'--{name} must be a number {">=" if allow_zero else ">"} 0, got {value!r}.')
+    raise ConfigError(f'--{name} must be a finite number {">=" if allow_zero else ">"} 0, '
+                      f'got {value!r}.')
   return float(value)
 
 

@@ -223,6 +223,7 @@ def test_builders_set_options():
     ({'transform': 'cubic'}, 'transform'),
     ({'num_bins': 1}, 'num_bins'),
     ({'tail_bound': 0.0}, 'tail_bound'),
+    ({'tail_bound': float('inf')}, 'tail_bound must be a finite number'),
     ({'tail_bound': 'wide'}, 'tail_bound'),
     ({'conditional': True}, 'labels'),
     ({'conditional': 1}, 'conditional'),

@@ -313,6 +313,8 @@ def test_build_sets_options():
     ((2,), {'integration_time': 0.0}, 'integration_time'),
     ((2,), {'rtol': -1e-5}, 'rtol'),
     ((2,), {'atol': 0}, 'atol'),
+    ((2,), {'atol': float('inf')}, 'atol must be a finite number'),
+    ((2,), {'integration_time': float('inf')}, 'integration_time must be a finite number'),
     ((2,), {'max_steps': 0}, 'max_steps'),
     ((2,), {'conditional': True}, 'unknown option'),
     ((2,), {'field': 'conv'}, 'needs images'),
@@ -326,6 +328,7 @@ def test_build_sets_options():
     ((4, 4, 1), {'field': 'conv', 'blocks_per_scale': 0}, 'blocks_per_scale'),
     ((2,), {'kinetic_weight': -0.1}, 'kinetic_weight'),
     ((2,), {'jacobian_weight': float('nan')}, 'jacobian_weight'),
+    ((2,), {'kinetic_weight': float('inf')}, 'kinetic_weight must be a finite number >= 0'),
     ((2,), {'jacobian_weight': True}, 'jacobian_weight'),
 ])
 def test_build_refuses(shape, options, match):
