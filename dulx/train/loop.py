@@ -230,13 +230,21 @@ def restore(workdir: str, step: int | None = None) -> tuple[flax.linen.Module, T
   return setup.model, state, setup.config
 
 
+_EVAL_DATA_SEED = 0  # The eval images' binarization: one draw for every run.
+
+
 def evaluate_dataset(setup: _Setup, variables: Any, ds: dulx_data.Dataset, seed: int) -> dict[str, float]:
-  """NLL (nats per example) and bits/dim over a whole dataset, in fixed-size batches."""
+  """NLL (nats per example) and bits/dim over a whole dataset, in fixed-size batches.
+
+  The data's own randomness (stochastic binarization) is drawn with seed
+  `_EVAL_DATA_SEED` whatever `seed` is, so runs of every seed score the same images;
+  `seed` fixes the model's noise (a flow's dequantization), batch i's from (seed, i).
+  """
   log_prob_fn = jax.jit(step_lib.make_log_prob_fn(setup.model))
   variables = jax.device_put(variables, setup.runner.replicated)
   total, count = 0.0, 0
-  base_rng = jax.random.PRNGKey(seed)  # Batch i's noise (e.g. dequantization) is fixed by (seed, i).
-  batches = dulx_data.eval_batches(ds, setup.eval_batch_size(), seed=seed)
+  base_rng = jax.random.PRNGKey(seed)
+  batches = dulx_data.eval_batches(ds, setup.eval_batch_size(), seed=_EVAL_DATA_SEED)
   for i, (batch, valid) in enumerate(batches):
     rng = jax.random.fold_in(base_rng, i)
     log_prob = np.asarray(jax.device_get(log_prob_fn(variables, setup.runner.shard(batch), rng)))

@@ -16,6 +16,7 @@ import dulx
 from dulx import data
 from dulx import models
 from dulx import train
+from dulx.train import loop
 from dulx.errors import CheckpointError, ConfigError, DivergedError
 from tests.snapshot import snapshot
 
@@ -332,6 +333,15 @@ def test_sample_draws_the_label_asked_for(tmp_path):
   with pytest.raises(ConfigError, match='--label=7: this made is not class-conditional'):
     train.sample(unconditional, 2, output=str(tmp_path / 'u3'), label=7)
   assert not os.path.exists(tmp_path / 'bad.npy') and not os.path.exists(tmp_path / 'u3.npy')
+
+
+def test_runs_of_every_seed_score_the_same_eval_images(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_made_config(binarize='stochastic'), workdir)  # 4 masks, averaged at eval.
+  setup, state = loop._restore_run(workdir)
+  ds = loop.load_data(setup.config, setup.config.eval_split)
+  scores = [loop.evaluate_dataset(setup, state.variables(), ds, seed)['nll'] for seed in (0, 1, 2)]
+  assert scores[0] == scores[1] == scores[2]
 
 
 def test_bfloat16_compute_keeps_float32_params_and_loss(tmp_path):
