@@ -97,7 +97,8 @@ _STATE_LAYOUT = {
 
 def _check_resumable(old: Config, old_info: dulx_data.DatasetInfo, new: Config,
                      info: dulx_data.DatasetInfo, workdir: str) -> None:
-  """Raises CheckpointError unless `new` on `info` can resume what `old` on `old_info` wrote."""
+  """Raises CheckpointError unless `new` on `info` can resume what `old` on `old_info` wrote
+  and the workdir's metrics.jsonl can be appended to."""
   if old.model != new.model:
     raise CheckpointError(f'{workdir} was trained with model {old.model!r}, not {new.model!r}; '
                           'use another --workdir.')
@@ -118,6 +119,7 @@ def _check_resumable(old: Config, old_info: dulx_data.DatasetInfo, new: Config,
     raise CheckpointError(f'{workdir} was trained with {was}, and its checkpoints hold no state '
                           f'for {now} (the optimiser, clipping on/off and EMA on/off shape it); '
                           f'resume with {was} or use another --workdir.')
+  read_metrics(os.path.join(workdir, 'metrics.jsonl'))  # Raises for a line that is not a record.
 
 
 def _check_fits(info: dulx_data.DatasetInfo, trained: dulx_data.DatasetInfo, workdir: str) -> None:
@@ -373,7 +375,6 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   if saved is not None:
     old, old_info = saved
     _check_resumable(old, old_info, config, info, workdir)
-    read_metrics(os.path.join(workdir, 'metrics.jsonl'))  # Raises for a line that is not a record.
   setup = _setup(config, info)
   batcher = dulx_data.Batcher(train_ds, config.batch_size, seed=config.seed)
   ckpt_dir = os.path.join(workdir, _CHECKPOINTS)
