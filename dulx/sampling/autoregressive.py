@@ -46,17 +46,22 @@ import jax.numpy as jnp
 from dulx import distributions
 from dulx.errors import ConfigError
 
-__all__ = ['check_request', 'dims_per_step', 'draw_step', 'sample', 'sample_cached',
+__all__ = ['check_request', 'check_temperature', 'dims_per_step', 'draw_step', 'sample', 'sample_cached',
            'step_outputs', 'supports_cache']
 
 
-def check_request(num: Any, temperature: Any) -> int:
-  """num as an int; ConfigError unless it is >= 1 and a concrete temperature is finite
-  and > 0 (at infinity a flow's latent, and so its sample, would be Inf)."""
-  if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
-    raise ConfigError(f'the number of samples must be an integer >= 1, got {num!r}.')
+def check_temperature(temperature: Any) -> None:
+  """ConfigError unless a concrete temperature is finite and > 0 (at infinity a flow's
+  latent, and so its sample, would be Inf); a traced one passes unchecked."""
   if isinstance(temperature, numbers.Real) and not 0 < temperature < math.inf:
     raise ConfigError(f'--temperature must be a finite number > 0, got {temperature}.')
+
+
+def check_request(num: Any, temperature: Any) -> int:
+  """num as an int; ConfigError unless it is >= 1 and `check_temperature` passes."""
+  if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
+    raise ConfigError(f'the number of samples must be an integer >= 1, got {num!r}.')
+  check_temperature(temperature)
   return int(num)
 
 

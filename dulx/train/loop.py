@@ -495,8 +495,7 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
   """
   if num <= 0:
     raise ConfigError(f'--num_samples must be positive, got {num}.')
-  if not 0 < temperature < math.inf:
-    raise ConfigError(f'--temperature must be a finite number > 0, got {temperature}.')
+  sampling.autoregressive.check_temperature(temperature)
   setup, state = _restore_run(workdir)
   labels = _labels(setup, num, label)
   step = int(state.step)
