@@ -263,7 +263,7 @@ def _labels(setup: _Setup, num: int, label: int | None = None) -> np.ndarray | N
   Raises:
     ConfigError: `label` for an unconditional model, or out of [0, num_classes).
   """
-  classes = setup.info.num_classes if getattr(setup.model, 'num_classes', None) else None
+  classes = getattr(setup.model, 'num_classes', None)  # The data's classes when conditional.
   if label is None:
     return None if classes is None else np.arange(num, dtype=np.int32) % classes
   if classes is None:
