@@ -20,6 +20,7 @@ before the first byte is written, so a failed start leaves a workdir as it was.
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -53,6 +54,7 @@ __all__ = ['Interrupted', 'train_and_evaluate', 'evaluate', 'sample', 'restore',
 
 _CONFIG_FILE = 'config.json'
 _CHECKPOINTS = 'checkpoints'
+_LOCK_FILE = '.lock'
 
 
 class Interrupted(Exception):
@@ -175,6 +177,29 @@ def _check_workdir_writable(workdir: str) -> None:
       pass
   except OSError as e:
     raise CheckpointError(f'workdir {workdir} is not writable: {e.strerror}.') from None
+
+
+@contextlib.contextmanager
+def _hold_workdir(workdir: str):
+  """Holds `workdir` for one training run; a second run there fails while it does.
+
+  The lock (`flock` on the empty file `<workdir>/.lock`) goes with the process, so
+  a killed run leaves nothing stale behind. With several processes
+  (`jax.distributed`) process 0 holds it for all of them.
+  """
+  if jax.process_index() != 0:
+    yield
+    return
+  fd = os.open(os.path.join(workdir, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise CheckpointError(f'workdir {workdir} is in use by another training run; let it finish '
+                            'or stop it, or choose another --workdir.') from None
+    yield
+  finally:
+    os.close(fd)  # Closing releases the lock.
 
 
 @dataclasses.dataclass
@@ -377,17 +402,25 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
     _check_resumable(old, old_info, config, info, workdir)
   setup = _setup(config, info)
   batcher = dulx_data.Batcher(train_ds, config.batch_size, seed=config.seed)
+  _check_workdir_writable(workdir)
+
+  # 2. One run at a time holds the workdir: the checkpoint it resumes from is the latest.
+  os.makedirs(workdir, exist_ok=True)
+  with _hold_workdir(workdir):
+    return _train(setup, batcher, eval_ds, workdir, flagfile)
+
+
+def _train(setup: _Setup, batcher: dulx_data.Batcher, eval_ds: dulx_data.Dataset, workdir: str,
+           flagfile: str | None) -> dict[str, float]:
+  """Resumes from the latest checkpoint, writes the run's description and trains."""
+  config = setup.config
   ckpt_dir = os.path.join(workdir, _CHECKPOINTS)
   restored = None
   if os.path.isdir(ckpt_dir):
     with Checkpoints(ckpt_dir, read_only=True) as reader:
       if reader.latest_step() is not None:
         restored = reader.restore(setup.abstract_state())
-  _check_workdir_writable(workdir)
-
-  # 2. Write the run's description, then train.
-  os.makedirs(workdir, exist_ok=True)
-  _write_run(workdir, config, info)
+  _write_run(workdir, config, setup.info)
   if flagfile is not None:
     with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
       f.write(flagfile)

@@ -1,5 +1,6 @@
 """The harness: one compiled step, jit == pmap, resume == uninterrupted, NaN guard, outputs."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -393,6 +394,24 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
   _, state, _ = dulx.restore(workdir)
   chex.assert_tree_all_finite(state.params)
   assert int(state.step) == 3
+
+
+def test_one_training_at_a_time_holds_the_workdir(tmp_path):
+  workdir = str(tmp_path / 'w')
+  config = _histogram_config(num_steps=3, checkpoint_every=3)
+  train.train_and_evaluate(config, workdir)
+  with pytest.raises(DivergedError):
+    train.train_and_evaluate(config.replace(num_steps=40, learning_rate=1e38), workdir)
+  # Both runs, the one that ended and the one that failed, let go of the workdir.
+  with open(os.path.join(workdir, '.lock'), 'r+') as held:
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # As a training in progress holds it.
+    before = snapshot(workdir)
+    with pytest.raises(CheckpointError, match='is in use by another training run'):
+      train.train_and_evaluate(config.replace(num_steps=6), workdir)
+    assert snapshot(workdir) == before
+  train.train_and_evaluate(config.replace(num_steps=6), workdir)
+  _, state, _ = dulx.restore(workdir)
+  assert int(state.step) == 6
 
 
 def test_workdir_of_another_model_is_refused_untouched(tmp_path):
