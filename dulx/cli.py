@@ -124,8 +124,9 @@ def _define_flags(model: str, flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_float('temperature', 1.0, 'Sampling temperature (--mode=sample).', **kw)
   flags.DEFINE_integer('label', None, '--mode=sample, class-conditional models: draw every '
                        'sample of this class (default: the classes in turn, 0, 1, ...).', **kw)
-  flags.DEFINE_string('output', None, '--mode=sample: path prefix of the .png/.npy '
-                      '(default <workdir>/samples/sample_step_<step>).', **kw)
+  flags.DEFINE_string('output', None, '--mode=sample: path prefix of the .png/.npy (default '
+                      '<workdir>/samples/sample_step_<step>_seed<seed>_n<num>..., named by '
+                      'all that decides the draw).', **kw)
   flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0.', **kw)
   flags.DEFINE_integer('num_processes', 1, 'Multi-host: number of processes.', **kw)
   flags.DEFINE_integer('process_id', 0, 'Multi-host: index of this process.', **kw)

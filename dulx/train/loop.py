@@ -522,7 +522,9 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
   """Draws `num` samples from the latest checkpoint.
 
   Writes `<output>.npy` and a picture `<output>.png` (text data: `<output>.txt`, one
-  sample a line); returns their paths under 'npy' and 'picture'. A class-conditional
+  sample a line); returns their paths under 'npy' and 'picture'. The default output,
+  `<workdir>/samples/sample_step_<step>_seed<seed>_n<num>[_t<temperature>][_label<label>]`,
+  names everything that decides the draw. A class-conditional
   model draws every sample of class `label`, or (None) the classes in turn, 0, 1, ...;
   the labels are returned under 'labels' (None for an unconditional model).
   """
@@ -532,7 +534,11 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
   setup, state = _restore_run(workdir)
   labels = _labels(setup, num, label)
   step = int(state.step)
-  output = output or os.path.join(workdir, 'samples', f'sample_step_{step:08d}')
+  if output is None:  # Named by all that decides the draw, so one draw never replaces another.
+    name = f'sample_step_{step:08d}_seed{seed}_n{num}'
+    name += '' if temperature == 1 else f'_t{temperature:g}'
+    name += '' if label is None else f'_label{label}'
+    output = os.path.join(workdir, 'samples', name)
   _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
   samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature, labels)
   picture = _save_samples(setup, samples, output)

@@ -315,6 +315,19 @@ def test_restore_api_scores_and_samples(tmp_path):
   assert set(np.unique(samples)) <= {0, 1}
 
 
+def test_sample_files_are_named_by_what_decides_the_draw(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_made_config(num_steps=2), workdir)
+  draws = [dict(num=4), dict(num=4, seed=1), dict(num=5), dict(num=4, temperature=0.5)]
+  paths = [train.sample(workdir, **draw)['npy'] for draw in draws]
+  assert [os.path.basename(p) for p in paths] == [
+      'sample_step_00000002_seed0_n4.npy', 'sample_step_00000002_seed1_n4.npy',
+      'sample_step_00000002_seed0_n5.npy', 'sample_step_00000002_seed0_n4_t0.5.npy']
+  assert not np.array_equal(np.load(paths[0]), np.load(paths[1]))  # Another seed, another draw.
+  again = train.sample(workdir, num=4)['npy']  # The same draw again: the same file, the same samples.
+  assert again == paths[0] and np.array_equal(np.load(again), np.load(paths[0]))
+
+
 def test_sample_draws_the_label_asked_for(tmp_path):
   workdir = str(tmp_path / 'w')
   train.train_and_evaluate(_made_config(model_options={'hidden_sizes': [32], 'conditional': True}),
