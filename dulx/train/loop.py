@@ -185,7 +185,8 @@ def _hold_workdir(workdir: str):
 
   The lock (`flock` on the empty file `<workdir>/.lock`) goes with the process, so
   a killed run leaves nothing stale behind. With several processes
-  (`jax.distributed`) process 0 holds it for all of them.
+  (`jax.distributed`) process 0 holds it for all of them. On a filesystem without
+  locks (some network and FUSE mounts) the run goes on unguarded, with a warning.
   """
   if jax.process_index() != 0:
     yield
@@ -197,6 +198,9 @@ def _hold_workdir(workdir: str):
     except BlockingIOError:
       raise CheckpointError(f'workdir {workdir} is in use by another training run; let it finish '
                             'or stop it, or choose another --workdir.') from None
+    except OSError as e:
+      logging.warning('cannot lock %s (%s); nothing stops a second training there.', workdir,
+                      e.strerror)
     yield
   finally:
     os.close(fd)  # Closing releases the lock.

@@ -1,5 +1,6 @@
 """The harness: one compiled step, jit == pmap, resume == uninterrupted, NaN guard, outputs."""
 
+import errno
 import fcntl
 import json
 import os
@@ -425,6 +426,16 @@ def test_one_training_at_a_time_holds_the_workdir(tmp_path):
   train.train_and_evaluate(config.replace(num_steps=6), workdir)
   _, state, _ = dulx.restore(workdir)
   assert int(state.step) == 6
+
+
+def test_a_workdir_on_a_filesystem_without_locks_still_trains(tmp_path, monkeypatch):
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+  monkeypatch.setattr(loop.fcntl, 'flock', no_locks)
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_histogram_config(num_steps=3), workdir)
+  _, state, _ = dulx.restore(workdir)
+  assert int(state.step) == 3
 
 
 def test_workdir_of_another_model_is_refused_untouched(tmp_path):
