@@ -171,7 +171,7 @@ def _parse(argv: list[str]) -> list[str]:
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    sys.stderr.write(f'error: {e}\n')
+    sys.stderr.write(f'error: {str(e).removeprefix("ERROR:: ")}\n')  # absl's flagfile errors have it.
     sys.exit(2)
 
 

@@ -109,8 +109,9 @@ def _corrupt_files(tmp_path):
 
 @pytest.mark.parametrize('case', [
     'unknown_dataset', 'missing_file', 'corrupt_idx', 'corrupt_npz', 'split_out_of_range',
-    'zero_batch', 'negative_steps', 'batch_larger_than_data', 'unknown_option', 'bad_option_value',
-    'another_model', 'workdir_not_writable', 'weight_decay_without_adamw', 'clipping_switched_on'])
+    'zero_batch', 'negative_steps', 'batch_larger_than_data', 'unknown_option', 'missing_flagfile',
+    'bad_option_value', 'another_model', 'workdir_not_writable', 'weight_decay_without_adamw',
+    'clipping_switched_on'])
 def test_bad_input_fails_cleanly_and_leaves_workdir_identical(case, made_workdir, tmp_path):
   bad_gz, bad_npz = _corrupt_files(tmp_path)
   args = {
@@ -123,6 +124,7 @@ def test_bad_input_fails_cleanly_and_leaves_workdir_identical(case, made_workdir
       'negative_steps': ('made', '--num_steps=-5'),
       'batch_larger_than_data': ('made', '--batch_size=1024'),
       'unknown_option': ('made', '--no_such_option=3'),
+      'missing_flagfile': ('made', '--flagfile=/nonexistent/made.flags'),
       'bad_option_value': ('made', '--likelihood=gaussian'),
       'another_model': ('histogram', '--quantize=4'),
       'workdir_not_writable': ('made',),
@@ -142,6 +144,7 @@ def test_bad_input_fails_cleanly_and_leaves_workdir_identical(case, made_workdir
       'unknown_dataset': 'nosuch:thing', 'missing_file': '/nonexistent/', 'corrupt_idx': 'bad-images',
       'corrupt_npz': 'bad.npz', 'split_out_of_range': '5000', 'zero_batch': 'batch_size',
       'negative_steps': 'num_steps', 'batch_larger_than_data': '1024', 'unknown_option': 'no_such_option',
+      'missing_flagfile': 'error: Unable to open flagfile',
       'bad_option_value': 'likelihood', 'another_model': "model 'made'",
       'workdir_not_writable': 'a_file', 'weight_decay_without_adamw': 'optimizer=adamw',
       'clipping_switched_on': 'resume with --grad_clip=0.0',
