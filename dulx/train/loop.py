@@ -13,9 +13,11 @@ A workdir holds:
                      2-D continuous data also the learned density on a grid
                      (`*_density.png`) and, for flows, the eval points pushed
                      through the flow onto its base density (`*_latent.png`)
+  .lock              empty; the running training holds a `flock` on it
 
 Every check that can fail on bad input (data, options, workdir, checkpoint) runs
-before the first byte is written, so a failed start leaves a workdir as it was.
+before the first byte is written, so a failed start leaves a workdir as it was
+(give or take an empty `.lock`).
 """
 
 import contextlib
@@ -540,7 +542,7 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
   step = int(state.step)
   if output is None:  # Named by all that decides the draw, so one draw never replaces another.
     name = f'sample_step_{step:08d}_seed{seed}_n{num}'
-    name += '' if temperature == 1 else f'_t{temperature:g}'
+    name += '' if temperature == 1 else f'_t{float(temperature)!r}'
     name += '' if label is None else f'_label{label}'
     output = os.path.join(workdir, 'samples', name)
   _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
