@@ -124,6 +124,9 @@ def _define_flags(model: str, flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_float('temperature', 1.0, 'Sampling temperature (--mode=sample).', **kw)
   flags.DEFINE_integer('label', None, '--mode=sample, class-conditional models: draw every '
                        'sample of this class (default: the classes in turn, 0, 1, ...).', **kw)
+  flags.DEFINE_integer('given_rows', 0, '--mode=sample, autoregressive models: complete the first '
+                       '--num_samples images of --eval_split (of --dataset; default the run\'s), '
+                       'their top rows given (0: draw from scratch).', **kw)
   flags.DEFINE_string('output', None, '--mode=sample: path prefix of the .png/.npy (default '
                       '<workdir>/samples/sample_step_<step>_seed<seed>_n<num>..., named by '
                       'all that decides the draw).', **kw)
@@ -189,7 +192,9 @@ def _main(model: str, argv: list[str]) -> None:
             f'{out["bits_per_dim"]:.4f} bits/dim over {out["num_examples"]} examples (step {out["step"]})')
     elif FLAGS.mode == 'sample':
       out = train.sample(FLAGS.workdir, FLAGS.num_samples, FLAGS.seed, FLAGS.temperature, FLAGS.output,
-                         FLAGS.label)
+                         FLAGS.label, FLAGS.given_rows,
+                         FLAGS.dataset if FLAGS['dataset'].present else None,
+                         FLAGS.eval_split if FLAGS['eval_split'].present else None)
       print(f'wrote {out["picture"]} and {out["npy"]}')
     else:
       config = _config(model)

@@ -90,6 +90,19 @@ def test_sample_mode_writes_png_and_npy(made_workdir, tmp_path):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+def test_sample_mode_completes_the_top_rows_of_other_images(made_workdir, tmp_path):
+  from dulx import data  # The images as the run sees them: digits, thresholded.
+  x = data.preprocess(data.load('digits', 'train[400:404]'), binarize='threshold').x
+  output = str(tmp_path / 'completed')
+  result = _run('made', '--mode=sample', f'--workdir={made_workdir}', '--num_samples=4',
+                '--given_rows=3', '--eval_split=train[400:404]', f'--output={output}')
+  assert result.returncode == 0, result.stderr
+  completed = np.load(output + '.npy')
+  np.testing.assert_array_equal(completed[:, :3], x[:, :3])
+  with open(output + '.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
 def test_a_label_for_an_unconditional_model_fails_cleanly(made_workdir, tmp_path):
   before = snapshot(made_workdir)
   result = _run('made', '--mode=sample', f'--workdir={made_workdir}', '--label=3',

@@ -307,10 +307,42 @@ def _labels(setup: _Setup, num: int, label: int | None = None) -> np.ndarray | N
 
 
 def _draw(setup: _Setup, variables: Any, rng: jax.Array, num: int, temperature: float = 1.0,
-          labels: np.ndarray | None = None) -> np.ndarray:
+          labels: np.ndarray | None = None, **given: np.ndarray) -> np.ndarray:
+  """`num` samples; `given` (given, given_mask) completes partly given images instead."""
   y = None if labels is None else jnp.asarray(labels)
-  out = sampling.sample(setup.model, variables, rng, num, y=y, temperature=temperature)
+  out = sampling.sample(setup.model, variables, rng, num, y=y, temperature=temperature, **given)
   return np.asarray(jax.device_get(out))
+
+
+def _images_to_complete(setup: _Setup, num: int, rows: int, dataset: str | None,
+                        split: str | None, workdir: str) -> dict[str, np.ndarray]:
+  """The first `num` images of `split` (as evaluated), and the mask of their top `rows` rows.
+
+  Returns {'x': [num, H, W, C] levels, 'given_mask': bool, like x, and 'y' for labelled
+  data}. Raises ConfigError where completion would not be conditioning on those rows:
+  non-image data, a model that draws whole images, or one whose order puts other
+  dimensions before them.
+  """
+  config, info, model = setup.config, setup.info, setup.model
+  if info.alphabet is not None or len(info.shape) != 3:
+    raise ConfigError(f'--given_rows needs image data; {info.spec} is not.')
+  if not 0 < rows < info.shape[0]:
+    raise ConfigError(f'--given_rows={rows} must be in [1, {info.shape[0]}) for images of '
+                      f'{info.shape[0]} rows.')
+  if callable(getattr(model, 'sample', None)):
+    raise ConfigError(f'--given_rows: a {config.model} draws whole images at once and cannot '
+                      'complete given rows.')
+  mask = np.zeros(info.shape, bool)
+  mask[:rows] = True
+  if not np.array_equal(np.sort(np.asarray(model.ordering())[:mask.sum()]), np.flatnonzero(mask)):
+    raise ConfigError(f'--given_rows: this {config.model} does not draw the top rows first, so '
+                      'its samples could not be conditioned on them.')
+  ds = load_data(config, split or config.eval_split, dataset or config.dataset)
+  _check_fits(ds.info, info, workdir)
+  if len(ds.x) < num:
+    raise ConfigError(f'--num_samples={num} is more than the {len(ds.x)} images to complete.')
+  batch, _ = next(dulx_data.eval_batches(ds, num, seed=_EVAL_DATA_SEED))
+  return {**batch, 'given_mask': np.broadcast_to(mask, batch['x'].shape)}
 
 
 def _save_samples(setup: _Setup, samples: np.ndarray, prefix: str) -> str:
@@ -524,30 +556,53 @@ def evaluate(workdir: str, dataset: str | None = None, split: str | None = None)
 
 
 def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
-           output: str | None = None, label: int | None = None) -> dict[str, Any]:
-  """Draws `num` samples from the latest checkpoint.
+           output: str | None = None, label: int | None = None, given_rows: int = 0,
+           dataset: str | None = None, split: str | None = None) -> dict[str, Any]:
+  """Draws `num` samples from the latest checkpoint, or completes `num` images.
 
   Writes `<output>.npy` and a picture `<output>.png` (text data: `<output>.txt`, one
   sample a line); returns their paths under 'npy' and 'picture'. The default output,
-  `<workdir>/samples/sample_step_<step>_seed<seed>_n<num>[_t<temperature>][_label<label>]`,
-  names everything that decides the draw. A class-conditional
-  model draws every sample of class `label`, or (None) the classes in turn, 0, 1, ...;
-  the labels are returned under 'labels' (None for an unconditional model).
+  `<workdir>/samples/sample_step_<step>_seed<seed>_n<num>[_t<temperature>][_label<label>]
+  [_given<rows>]`, names everything that decides the draw. A class-conditional model
+  draws every sample of class `label`, or (None) the classes in turn, 0, 1, ...; the
+  labels are returned under 'labels' (None for an unconditional model).
+
+  With `given_rows` > 0 an autoregressive model completes images: the first `num` of
+  `split` of `dataset` (default: the run's eval split), preprocessed as in evaluation,
+  keep their top `given_rows` rows and the rest is drawn; the picture shows each image
+  beside its completion. A class-conditional model completes each image under its own
+  label, or under `label` when one is given.
   """
   if num <= 0:
     raise ConfigError(f'--num_samples must be positive, got {num}.')
   sampling.autoregressive.check_temperature(temperature)
   setup, state = _restore_run(workdir)
   labels = _labels(setup, num, label)
+  given = {}
+  if given_rows:
+    images = _images_to_complete(setup, num, given_rows, dataset, split, workdir)
+    given = {'given': images['x'], 'given_mask': images['given_mask']}
+    if label is None and labels is not None:  # Each image under its own label.
+      classes = setup.model.num_classes
+      if 'y' not in images or not np.all((images['y'] >= 0) & (images['y'] < classes)):
+        raise ConfigError(f'--given_rows: the images to complete have no labels in [0, {classes}) '
+                          'for this class-conditional model; give --label.')
+      labels = images['y'].astype(np.int32)
   step = int(state.step)
   if output is None:  # Named by all that decides the draw, so one draw never replaces another.
     name = f'sample_step_{step:08d}_seed{seed}_n{num}'
     name += '' if temperature == 1 else f'_t{float(temperature)!r}'
     name += '' if label is None else f'_label{label}'
+    name += '' if not given_rows else f'_given{given_rows}'
     output = os.path.join(workdir, 'samples', name)
   _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
-  samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature, labels)
-  picture = _save_samples(setup, samples, output)
+  samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature, labels,
+                  **given)
+  if given:  # Each image, a black column, then its completion.
+    gap = np.zeros_like(samples[:, :, :1])
+    picture = _save_samples(setup, np.concatenate([given['given'], gap, samples], axis=2), output)
+  else:
+    picture = _save_samples(setup, samples, output)
   np.save(output + '.npy', samples)
   return {'picture': picture, 'npy': output + '.npy', 'num': num, 'step': step,
           'shape': list(samples.shape), 'labels': None if labels is None else labels.tolist()}

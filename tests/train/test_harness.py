@@ -339,6 +339,10 @@ def test_sample_draws_the_label_asked_for(tmp_path):
   direct = dulx.sample(model, state.variables(), jax.random.PRNGKey(0), 4, y=jnp.full(4, 7))
   np.testing.assert_array_equal(np.load(out['npy']), direct)
   assert train.sample(workdir, 12, output=str(tmp_path / 'all'))['labels'] == [*range(10), 0, 1]
+  # Completion: each image under its own label, unless a label is given.
+  own = data.load('digits', 'train[256:262]').y.tolist()
+  assert train.sample(workdir, 6, given_rows=2, output=str(tmp_path / 'own'))['labels'] == own
+  assert train.sample(workdir, 2, given_rows=2, output=str(tmp_path / 'as7'), label=7)['labels'] == [7, 7]
   for label in (-1, 10):
     with pytest.raises(ConfigError, match=rf'--label={label} is not a class of digits'):
       train.sample(workdir, 4, output=str(tmp_path / 'bad'), label=label)
@@ -348,6 +352,35 @@ def test_sample_draws_the_label_asked_for(tmp_path):
   with pytest.raises(ConfigError, match='--label=7: this made is not class-conditional'):
     train.sample(unconditional, 2, output=str(tmp_path / 'u3'), label=7)
   assert not os.path.exists(tmp_path / 'bad.npy') and not os.path.exists(tmp_path / 'u3.npy')
+
+
+def test_completion_keeps_the_given_rows_and_draws_the_rest_given_them(tmp_path):
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(_made_config(), workdir)
+  out = train.sample(workdir, 5, given_rows=3, output=str(tmp_path / 'c'))
+  completed = np.load(out['npy'])
+  x = data.preprocess(data.load('digits', 'train[256:261]'), binarize='threshold').x  # Eval split.
+  np.testing.assert_array_equal(completed[:, :3], x[:, :3])
+  assert not np.array_equal(completed[:, 3:], x[:, 3:])  # 200 binary pixels drawn, not copied.
+  model, state, _ = dulx.restore(workdir)
+  mask = np.broadcast_to(np.arange(8)[:, None, None] < 3, x.shape)
+  direct = dulx.sample(model, state.variables(), jax.random.PRNGKey(0), 5, given=x, given_mask=mask)
+  np.testing.assert_array_equal(completed, direct)
+  for rows in (-1, 8):
+    with pytest.raises(ConfigError, match=rf'--given_rows={rows} must be in \[1, 8\)'):
+      train.sample(workdir, 5, given_rows=rows, output=str(tmp_path / 'bad'))
+  with pytest.raises(ConfigError, match='more than the 64 images'):
+    train.sample(workdir, 65, given_rows=3, output=str(tmp_path / 'bad'))
+  shuffled = str(tmp_path / 'random_order')  # Its first dimensions are not the top rows.
+  train.train_and_evaluate(_made_config(model_options={'hidden_sizes': [32], 'ordering': 'random'}),
+                           shuffled)
+  with pytest.raises(ConfigError, match='does not draw the top rows first'):
+    train.sample(shuffled, 5, given_rows=3, output=str(tmp_path / 'bad'))
+  histogram = str(tmp_path / 'histogram')
+  train.train_and_evaluate(_histogram_config(num_steps=1), histogram)
+  with pytest.raises(ConfigError, match='needs image data'):
+    train.sample(histogram, 5, given_rows=1, output=str(tmp_path / 'bad'))
+  assert not any(p.name.startswith('bad') for p in tmp_path.iterdir())
 
 
 def test_runs_of_every_seed_score_the_same_eval_images(tmp_path):
