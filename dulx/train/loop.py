@@ -320,8 +320,8 @@ def _images_to_complete(setup: _Setup, num: int, rows: int, dataset: str | None,
 
   Returns {'x': [num, H, W, C] levels, 'given_mask': bool, like x, and 'y' for labelled
   data}. Raises ConfigError where completion would not be conditioning on those rows:
-  non-image data, a model that draws whole images, or one whose order puts other
-  dimensions before them.
+  non-image data, a model that samples itself (the flows), or one whose order puts
+  other dimensions before them.
   """
   config, info, model = setup.config, setup.info, setup.model
   if info.alphabet is not None or len(info.shape) != 3:
@@ -330,8 +330,8 @@ def _images_to_complete(setup: _Setup, num: int, rows: int, dataset: str | None,
     raise ConfigError(f'--given_rows={rows} must be in [1, {info.shape[0]}) for images of '
                       f'{info.shape[0]} rows.')
   if callable(getattr(model, 'sample', None)):
-    raise ConfigError(f'--given_rows: a {config.model} draws whole images at once and cannot '
-                      'complete given rows.')
+    raise ConfigError(f'--given_rows: this {config.model} samples whole images itself (it is '
+                      'not one of the discrete autoregressive models), so it cannot complete rows.')
   mask = np.zeros(info.shape, bool)
   mask[:rows] = True
   if not np.array_equal(np.sort(np.asarray(model.ordering())[:mask.sum()]), np.flatnonzero(mask)):
