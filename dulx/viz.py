@@ -5,8 +5,8 @@ import math
 import numpy as np
 from PIL import Image
 
-__all__ = ['image_grid', 'density_image', 'save_png', 'samples_image', 'grid_points', 'density_plot',
-           'latent_plot', 'to_image']
+__all__ = ['image_grid', 'completion_tiles', 'density_image', 'save_png', 'samples_image',
+           'grid_points', 'density_plot', 'latent_plot', 'to_image']
 
 
 def image_grid(images: np.ndarray, num_levels: int, pad: int = 1) -> np.ndarray:
@@ -77,6 +77,25 @@ def samples_image(samples: np.ndarray, num_levels: int | None) -> np.ndarray:
     np.add.at(counts, tuple(samples.T), 1)
     return density_image(counts, scale=max(1, 256 // bins))
   raise ValueError(f'cannot draw samples of shape {samples.shape}.')
+
+
+def completion_tiles(given: np.ndarray, given_mask: np.ndarray, completed: np.ndarray,
+                     num_levels: int) -> np.ndarray:
+  """One tile per image: the given part (the rest mid-grey), its completion, the image.
+
+  Args:
+    given: [N, H, W, C] levels of the images.
+    given_mask: bool, like `given`: True where the sampler was given the level.
+    completed: [N, H, W, C] levels the sampler returned.
+    num_levels: levels per sub-pixel.
+
+  Returns:
+    [N, H, 3W + 2, C] float levels (mid-grey between the three), for `samples_image`.
+  """
+  grey = (num_levels - 1) / 2
+  occluded = np.where(given_mask, given, grey)
+  gap = np.full(given.shape[:2] + (1,) + given.shape[3:], grey)
+  return np.concatenate([occluded, gap, completed, gap, given], axis=2).astype(np.float64)
 
 
 def grid_points(bounds: tuple[float, float], num_dims: int, resolution: int = 128) -> np.ndarray:

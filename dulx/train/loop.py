@@ -569,9 +569,10 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
 
   With `given_rows` > 0 an autoregressive model completes images: the first `num` of
   `split` of `dataset` (default: the run's eval split), preprocessed as in evaluation,
-  keep their top `given_rows` rows and the rest is drawn; the picture shows each image
-  beside its completion. A class-conditional model completes each image under its own
-  label, or under `label` when one is given.
+  keep their top `given_rows` rows and the rest is drawn; the picture shows, for each
+  image, what was given (the rest grey), the completion and the image itself. A
+  class-conditional model completes each image under its own label, or under `label`
+  when one is given.
   """
   if num <= 0:
     raise ConfigError(f'--num_samples must be positive, got {num}.')
@@ -598,9 +599,9 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
   _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
   samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature, labels,
                   **given)
-  if given:  # Each image, a black column, then its completion.
-    gap = np.zeros_like(samples[:, :, :1])
-    picture = _save_samples(setup, np.concatenate([given['given'], gap, samples], axis=2), output)
+  if given:
+    tiles = viz.completion_tiles(given['given'], given['given_mask'], samples, setup.info.num_levels)
+    picture = _save_samples(setup, tiles, output)
   else:
     picture = _save_samples(setup, samples, output)
   np.save(output + '.npy', samples)
