@@ -22,7 +22,6 @@ before the first byte is written, so a failed start leaves a workdir as it was
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import math
 import os
@@ -50,6 +49,11 @@ from dulx.train.checkpoint import Checkpoints
 from dulx.train.config import Config
 from dulx.train.state import TrainState
 from dulx.train.writer import MetricWriter, read_metrics
+
+try:
+  import fcntl
+except ImportError:  # Windows has no flock: a workdir goes unguarded there.
+  fcntl = None
 
 __all__ = ['Interrupted', 'train_and_evaluate', 'evaluate', 'sample', 'restore', 'evaluate_dataset',
            'load_data']
@@ -188,9 +192,10 @@ def _hold_workdir(workdir: str):
   The lock (`flock` on the empty file `<workdir>/.lock`) goes with the process, so
   a killed run leaves nothing stale behind. With several processes
   (`jax.distributed`) process 0 holds it for all of them. On a filesystem without
-  locks (some network and FUSE mounts) the run goes on unguarded, with a warning.
+  locks (some network and FUSE mounts) the run goes on unguarded, with a warning;
+  on Windows, without flock, unguarded.
   """
-  if jax.process_index() != 0:
+  if jax.process_index() != 0 or fcntl is None:
     yield
     return
   fd = os.open(os.path.join(workdir, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
