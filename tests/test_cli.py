@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -226,3 +227,35 @@ def test_sigterm_checkpoints_and_resume_equals_uninterrupted(tmp_path):
       return [{k: v for k, v in json.loads(l).items() if k != 'examples_per_sec'} for l in f]
   assert records(killed) == records(whole)
   assert [r['step'] for r in records(killed)] == list(range(1, 601))
+
+
+def test_two_processes_train_as_one(tmp_path):
+  """`--num_processes=2` (jax.distributed, CPU collectives over gloo): each process feeds
+  half of every batch, and the run equals a one-process run; process 0 alone writes the
+  run's files, so every step is logged once."""
+  flags = [*MADE_FLAGS, '--num_steps=4', '--log_every=1', '--eval_every=2', '--sample_every=4']
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  single = _run('made', *flags, f'--workdir={one}')
+  assert single.returncode == 0, single.stderr
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'}
+  processes = [subprocess.Popen(
+      [sys.executable, os.path.join(REPO, 'experiments', 'made.py'), *flags, f'--workdir={two}',
+       '--num_processes=2', f'--process_id={i}', f'--coordinator_address=localhost:{port}'],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+  outputs = [p.communicate(timeout=300) for p in processes]
+  for p, (_, stderr) in zip(processes, outputs):
+    assert p.returncode == 0, stderr
+  def records(workdir):
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      return [{k: v for k, v in json.loads(l).items() if k != 'examples_per_sec'} for l in f]
+  assert [r['step'] for r in records(two)] == [1, 2, 3, 4]
+  for got, want in zip(records(two), records(one)):
+    assert got.keys() == want.keys()
+    # Float sums over 8 devices instead of 4: the same numbers up to round-off.
+    np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], rtol=1e-5)
+  finals = [_last_json(stdout)['nll'] for stdout, _ in outputs]
+  assert finals[0] == finals[1] == pytest.approx(_last_json(single.stdout)['nll'], rel=1e-5)
+  assert os.listdir(os.path.join(two, 'samples')) == ['step_00000004.png']

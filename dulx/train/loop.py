@@ -278,7 +278,8 @@ def evaluate_dataset(setup: _Setup, variables: Any, ds: dulx_data.Dataset, seed:
   `_EVAL_DATA_SEED` whatever `seed` is, so runs of every seed score the same images;
   `seed` fixes the model's noise (a flow's dequantization), batch i's from (seed, i).
   """
-  log_prob_fn = jax.jit(step_lib.make_log_prob_fn(setup.model))
+  # Scores come back whole to every process, whichever devices scored them.
+  log_prob_fn = jax.jit(step_lib.make_log_prob_fn(setup.model), out_shardings=setup.runner.replicated)
   variables = jax.device_put(variables, setup.runner.replicated)
   total, count = 0.0, 0
   base_rng = jax.random.PRNGKey(seed)
@@ -463,10 +464,14 @@ def _train(setup: _Setup, batcher: dulx_data.Batcher, eval_ds: dulx_data.Dataset
     with Checkpoints(ckpt_dir, read_only=True) as reader:
       if reader.latest_step() is not None:
         restored = reader.restore(setup.abstract_state())
-  _write_run(workdir, config, setup.info)
-  if flagfile is not None:
-    with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
-      f.write(flagfile)
+  # With several processes (`jax.distributed`) all of them train, evaluate and save
+  # checkpoints (Orbax coordinates those); process 0 alone writes the other files.
+  primary = jax.process_index() == 0
+  if primary:
+    _write_run(workdir, config, setup.info)
+    if flagfile is not None:
+      with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
+        f.write(flagfile)
   runner = setup.runner
   if restored is not None:
     state = runner.put_state(restored)
@@ -477,7 +482,7 @@ def _train(setup: _Setup, batcher: dulx_data.Batcher, eval_ds: dulx_data.Dataset
       step_lib.likelihood_loss(setup.model, setup.num_dims), setup.tx, setup.schedule,
       config.ema_decay, axis_name='data' if runner.parallel == 'pmap' else None))
   checkpoints = Checkpoints(ckpt_dir, keep=config.keep_checkpoints)
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir) if primary else None
   start = int(runner.host_state(state).step)
   last_checkpoint = checkpoints.latest_step()
   final = {}
@@ -516,17 +521,19 @@ def _train(setup: _Setup, batcher: dulx_data.Batcher, eval_ds: dulx_data.Dataset
         if events['eval']:
           final = evaluate_dataset(setup, host.variables(), eval_ds, config.seed)
           record.update({f'eval/{k}': v for k, v in final.items()})
-        if events['sample']:
-          samples = _draw(setup, host.variables(), jax.random.fold_in(jax.random.PRNGKey(config.seed), s),
+        if events['sample'] and primary:
+          variables = jax.device_get(host.variables())  # On this process alone.
+          samples = _draw(setup, variables, jax.random.fold_in(jax.random.PRNGKey(config.seed), s),
                           config.num_samples, labels=_labels(setup, config.num_samples))
           prefix = os.path.join(workdir, 'samples', f'step_{s:08d}')
           _save_samples(setup, samples, prefix)
-          _save_density_pictures(setup, host.variables(), eval_ds.x, prefix)
+          _save_density_pictures(setup, variables, eval_ds.x, prefix)
         if events['checkpoint']:
           checkpoints.save(s, host)
           last_checkpoint = s
         if events['log'] or events['eval']:
-          writer.write(s, record)
+          if writer is not None:
+            writer.write(s, record)
           bar.set_postfix(loss=f'{record["loss"]:.4f}')
           if bar.disable:
             logging.info('step %d/%d: %s', s, config.num_steps,
@@ -538,7 +545,8 @@ def _train(setup: _Setup, batcher: dulx_data.Batcher, eval_ds: dulx_data.Dataset
         _check_finite(pending[0], runner.metrics(pending[1]), last_checkpoint, workdir)
   finally:
     bar.close()
-    writer.close()
+    if writer is not None:
+      writer.close()
     checkpoints.close()
   if not final:  # Nothing left to train: report the evaluation of the restored state.
     final = evaluate_dataset(setup, runner.host_state(state).variables(), eval_ds, config.seed)

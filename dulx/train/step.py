@@ -290,6 +290,9 @@ class PmapRunner(JitRunner):
 
 def make_runner(parallel: str, batch_size: int, devices: list | None = None) -> JitRunner:
   """The runner for `--parallel`, after checking the batch splits over the devices."""
+  if parallel == 'pmap' and jax.process_count() > 1:
+    raise ConfigError('--parallel=pmap runs in one process; with several (--num_processes), '
+                      'use --parallel=jit.')
   runner = PmapRunner(devices) if parallel == 'pmap' else JitRunner(devices)
   if batch_size % runner.num_devices:
     raise ConfigError(f'--batch_size={batch_size} must be a multiple of the number of devices '
