@@ -10,7 +10,8 @@ Modes:
   --mode=train   train (resuming from the workdir's latest checkpoint), print final eval
   --mode=eval    score the workdir's latest checkpoint on --dataset/--eval_split
   --mode=sample  write a PNG grid and an .npy of samples from the latest checkpoint
-                 (--label=K: every sample of class K, for a class-conditional model)
+                 (--label=K: every sample of class K, for a class-conditional model;
+                 --given_rows=R: complete eval images from their top R rows)
 The last line on stdout is a JSON object (eval: `nll` in nats/example and `bits_per_dim`).
 Bad input prints one line on stderr and exits with status 2, without touching the workdir.
 """
