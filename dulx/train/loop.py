@@ -22,6 +22,7 @@ before the first byte is written, so a failed start leaves a workdir as it was
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -576,7 +577,7 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
   Writes `<output>.npy` and a picture `<output>.png` (text data: `<output>.txt`, one
   sample a line); returns their paths under 'npy' and 'picture'. The default output,
   `<workdir>/samples/sample_step_<step>_seed<seed>_n<num>[_t<temperature>][_label<label>]
-  [_given<rows>]`, names everything that decides the draw. A class-conditional model
+  [_given<rows>[_<digest of dataset and split>]]`, names everything that decides the draw. A class-conditional model
   draws every sample of class `label`, or (None) the classes in turn, 0, 1, ...; the
   labels are returned under 'labels' (None for an unconditional model).
 
@@ -607,7 +608,10 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
     name = f'sample_step_{step:08d}_seed{seed}_n{num}'
     name += '' if temperature == 1 else f'_t{float(temperature)!r}'
     name += '' if label is None else f'_label{label}'
-    name += '' if not given_rows else f'_given{given_rows}'
+    if given_rows:
+      name += f'_given{given_rows}'
+      if dataset or split:  # Other images than the run's eval split: a digest of which.
+        name += '_' + hashlib.sha256(f'{dataset}|{split}'.encode()).hexdigest()[:8]
     output = os.path.join(workdir, 'samples', name)
   _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
   samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature, labels,

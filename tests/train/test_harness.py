@@ -358,6 +358,9 @@ def test_completion_keeps_the_given_rows_and_draws_the_rest_given_them(tmp_path)
   workdir = str(tmp_path / 'w')
   train.train_and_evaluate(_made_config(), workdir)
   out = train.sample(workdir, 5, given_rows=3, output=str(tmp_path / 'c'))
+  named = [os.path.basename(train.sample(workdir, 1, given_rows=3, split=split)['npy'])
+           for split in (None, 'train[256:320]', 'train[300:320]')]
+  assert named[0] == 'sample_step_00000003_seed0_n1_given3.npy' and len(set(named)) == 3
   completed = np.load(out['npy'])
   x = data.preprocess(data.load('digits', 'train[256:261]'), binarize='threshold').x  # Eval split.
   np.testing.assert_array_equal(completed[:, :3], x[:, :3])
