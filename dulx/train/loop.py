@@ -139,6 +139,15 @@ def _check_fits(info: dulx_data.DatasetInfo, trained: dulx_data.DatasetInfo, wor
         f'{tuple(trained.shape)} with {trained.num_levels} levels.')
 
 
+def _fitting_data(setup: '_Setup', dataset: str | None, split: str | None,
+                  workdir: str) -> dulx_data.Dataset:
+  """`split` of `dataset` (defaults: the run's eval split and dataset), preprocessed as the
+  run trains, refused (DataError) unless it has the trained shape and levels."""
+  ds = load_data(setup.config, split or setup.config.eval_split, dataset)
+  _check_fits(ds.info, setup.info, workdir)
+  return ds
+
+
 def _example_batch(info: dulx_data.DatasetInfo, size: int = 1) -> dict[str, np.ndarray]:
   dtype = np.int32 if info.num_levels else np.float32
   batch = {'x': np.zeros((size, *info.shape), dtype)}
@@ -344,8 +353,7 @@ def _images_to_complete(setup: _Setup, num: int, rows: int, dataset: str | None,
   if not np.array_equal(np.sort(np.asarray(model.ordering())[:mask.sum()]), np.flatnonzero(mask)):
     raise ConfigError(f'--given_rows: this {config.model} does not draw the top rows first, so '
                       'its samples could not be conditioned on them.')
-  ds = load_data(config, split or config.eval_split, dataset or config.dataset)
-  _check_fits(ds.info, info, workdir)
+  ds = _fitting_data(setup, dataset, split, workdir)
   if len(ds.x) < num:
     raise ConfigError(f'--num_samples={num} is more than the {len(ds.x)} images to complete.')
   batch, _ = next(dulx_data.eval_batches(ds, num, seed=_EVAL_DATA_SEED))
@@ -563,8 +571,7 @@ def evaluate(workdir: str, dataset: str | None = None, split: str | None = None)
   setup, state = _restore_run(workdir)
   config = setup.config
   dataset, split = dataset or config.dataset, split or config.eval_split
-  ds = load_data(config, split, dataset)
-  _check_fits(ds.info, setup.info, workdir)
+  ds = _fitting_data(setup, dataset, split, workdir)
   out = evaluate_dataset(setup, state.variables(), ds, config.seed)
   return {**out, 'num_examples': len(ds.x), 'step': int(state.step), 'dataset': dataset, 'split': split}
 
