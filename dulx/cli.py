@@ -186,16 +186,16 @@ def _main(model: str, argv: list[str]) -> None:
   try:
     if FLAGS.num_processes > 1:
       jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    # --mode=eval|sample read the run's data unless --dataset/--eval_split name other data.
+    dataset = FLAGS.dataset if FLAGS['dataset'].present else None
+    split = FLAGS.eval_split if FLAGS['eval_split'].present else None
     if FLAGS.mode == 'eval':
-      out = train.evaluate(FLAGS.workdir, FLAGS.dataset if FLAGS['dataset'].present else None,
-                           FLAGS.eval_split if FLAGS['eval_split'].present else None)
+      out = train.evaluate(FLAGS.workdir, dataset, split)
       print(f'{out["dataset"]} {out["split"]}: nll {out["nll"]:.4f} nats, '
             f'{out["bits_per_dim"]:.4f} bits/dim over {out["num_examples"]} examples (step {out["step"]})')
     elif FLAGS.mode == 'sample':
       out = train.sample(FLAGS.workdir, FLAGS.num_samples, FLAGS.seed, FLAGS.temperature, FLAGS.output,
-                         FLAGS.label, FLAGS.given_rows,
-                         FLAGS.dataset if FLAGS['dataset'].present else None,
-                         FLAGS.eval_split if FLAGS['eval_split'].present else None)
+                         FLAGS.label, FLAGS.given_rows, dataset, split)
       print(f'wrote {out["picture"]} and {out["npy"]}')
     else:
       config = _config(model)
