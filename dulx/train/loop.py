@@ -584,9 +584,10 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
   Writes `<output>.npy` and a picture `<output>.png` (text data: `<output>.txt`, one
   sample a line); returns their paths under 'npy' and 'picture'. The default output,
   `<workdir>/samples/sample_step_<step>_seed<seed>_n<num>[_t<temperature>][_label<label>]
-  [_given<rows>[_<digest of dataset and split>]]`, names everything that decides the draw. A class-conditional model
-  draws every sample of class `label`, or (None) the classes in turn, 0, 1, ...; the
-  labels are returned under 'labels' (None for an unconditional model).
+  [_given<rows>[_<digest of dataset and split>]]`, names everything that decides the
+  draw. A class-conditional model draws every sample of class `label`, or (None) the
+  classes in turn, 0, 1, ...; the labels are returned under 'labels' (None for an
+  unconditional model).
 
   With `given_rows` > 0 an autoregressive model completes images: the first `num` of
   `split` of `dataset` (default: the run's eval split), preprocessed as in evaluation,
