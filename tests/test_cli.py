@@ -34,6 +34,12 @@ def _last_json(stdout: str) -> dict:
   return json.loads(stdout.strip().splitlines()[-1])
 
 
+def _records(workdir: str) -> list[dict]:
+  """The run's metrics.jsonl records, less the wall-clock `examples_per_sec`."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [{k: v for k, v in json.loads(l).items() if k != 'examples_per_sec'} for l in f]
+
+
 @pytest.fixture(scope='module')
 def made_workdir(tmp_path_factory) -> str:
   workdir = str(tmp_path_factory.mktemp('cli') / 'made')
@@ -222,11 +228,8 @@ def test_sigterm_checkpoints_and_resume_equals_uninterrupted(tmp_path):
   uninterrupted = _run('made', *flags, f'--workdir={whole}')
   assert uninterrupted.returncode == 0, uninterrupted.stderr
   assert _last_json(resumed.stdout)['nll'] == _last_json(uninterrupted.stdout)['nll']
-  def records(workdir):
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      return [{k: v for k, v in json.loads(l).items() if k != 'examples_per_sec'} for l in f]
-  assert records(killed) == records(whole)
-  assert [r['step'] for r in records(killed)] == list(range(1, 601))
+  assert _records(killed) == _records(whole)
+  assert [r['step'] for r in _records(killed)] == list(range(1, 601))
 
 
 def test_two_processes_train_as_one(tmp_path):
@@ -248,11 +251,8 @@ def test_two_processes_train_as_one(tmp_path):
   outputs = [p.communicate(timeout=300) for p in processes]
   for p, (_, stderr) in zip(processes, outputs):
     assert p.returncode == 0, stderr
-  def records(workdir):
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      return [{k: v for k, v in json.loads(l).items() if k != 'examples_per_sec'} for l in f]
-  assert [r['step'] for r in records(two)] == [1, 2, 3, 4]
-  for got, want in zip(records(two), records(one)):
+  assert [r['step'] for r in _records(two)] == [1, 2, 3, 4]
+  for got, want in zip(_records(two), _records(one)):
     assert got.keys() == want.keys()
     # Float sums over 8 devices instead of 4: the same numbers up to round-off.
     np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], rtol=1e-5)
