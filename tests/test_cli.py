@@ -4,6 +4,7 @@ Every bad input must give one line on stderr, no traceback, a non-zero exit, and
 leave an existing workdir byte-identical.
 """
 
+import fcntl
 import gzip
 import json
 import os
@@ -232,30 +233,62 @@ def test_sigterm_checkpoints_and_resume_equals_uninterrupted(tmp_path):
   assert [r['step'] for r in _records(killed)] == list(range(1, 601))
 
 
-def test_two_processes_train_as_one(tmp_path):
-  """`--num_processes=2` (jax.distributed, CPU collectives over gloo): each process feeds
-  half of every batch, and the run equals a one-process run; process 0 alone writes the
-  run's files, so every step is logged once."""
-  flags = [*MADE_FLAGS, '--num_steps=4', '--log_every=1', '--eval_every=2', '--sample_every=4']
-  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  single = _run('made', *flags, f'--workdir={one}')
-  assert single.returncode == 0, single.stderr
+def _run_processes(script: str, *args: str, n: int = 2) -> list[subprocess.CompletedProcess]:
+  """Runs `script` as `n` processes of one jax.distributed job (CPU collectives over gloo)."""
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
   env = {**os.environ, 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'}
-  processes = [subprocess.Popen(
-      [sys.executable, os.path.join(REPO, 'experiments', 'made.py'), *flags, f'--workdir={two}',
-       '--num_processes=2', f'--process_id={i}', f'--coordinator_address=localhost:{port}'],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+  commands = [[sys.executable, os.path.join(REPO, 'experiments', f'{script}.py'), *args,
+               f'--num_processes={n}', f'--process_id={i}', f'--coordinator_address=localhost:{port}']
+              for i in range(n)]
+  processes = [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for c in commands]
   outputs = [p.communicate(timeout=300) for p in processes]
-  for p, (_, stderr) in zip(processes, outputs):
-    assert p.returncode == 0, stderr
+  return [subprocess.CompletedProcess(c, p.returncode, *out)
+          for c, p, out in zip(commands, processes, outputs)]
+
+
+def test_two_processes_train_as_one(tmp_path):
+  """`--num_processes=2`: each process feeds half of every batch, and the run equals a
+  one-process run; process 0 alone writes the run's files, so every step is logged
+  once. Sampling in two processes draws what one process draws."""
+  flags = [*MADE_FLAGS, '--num_steps=4', '--log_every=1', '--eval_every=2', '--sample_every=4']
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  single = _run('made', *flags, f'--workdir={one}')
+  assert single.returncode == 0, single.stderr
+  both = _run_processes('made', *flags, f'--workdir={two}')
+  for p in both:
+    assert p.returncode == 0, p.stderr
   assert [r['step'] for r in _records(two)] == [1, 2, 3, 4]
   for got, want in zip(_records(two), _records(one)):
     assert got.keys() == want.keys()
     # Float sums over 8 devices instead of 4: the same numbers up to round-off.
     np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], rtol=1e-5)
-  finals = [_last_json(stdout)['nll'] for stdout, _ in outputs]
+  finals = [_last_json(p.stdout)['nll'] for p in both]
   assert finals[0] == finals[1] == pytest.approx(_last_json(single.stdout)['nll'], rel=1e-5)
   assert os.listdir(os.path.join(two, 'samples')) == ['step_00000004.png']
+
+  sample = [f'--workdir={two}', '--mode=sample', '--num_samples=6', '--seed=3']
+  alone = _run('made', *sample, f'--output={tmp_path / "alone"}')
+  assert alone.returncode == 0, alone.stderr
+  both = _run_processes('made', *sample)
+  for p in both:
+    assert p.returncode == 0, p.stderr
+  written = _last_json(both[0].stdout)
+  assert _last_json(both[1].stdout) == written
+  np.testing.assert_array_equal(np.load(written['npy']), np.load(tmp_path / 'alone.npy'))
+
+
+def test_a_held_workdir_stops_every_process(tmp_path):
+  """Process 0 holds the workdir's lock for the job and tells the others whether it got it:
+  a second training into a held workdir stops in every process, not in process 0 alone."""
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  with open(workdir / '.lock', 'w') as held:
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # As a training in progress holds it.
+    both = _run_processes('made', *MADE_FLAGS, f'--workdir={workdir}')
+  for p in both:
+    assert p.returncode == 2, p.stderr
+    assert 'is in use by another training run' in p.stderr
+  assert os.listdir(workdir) == ['.lock']

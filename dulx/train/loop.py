@@ -36,6 +36,7 @@ from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 import tqdm
 
@@ -201,26 +202,31 @@ def _hold_workdir(workdir: str):
 
   The lock (`flock` on the empty file `<workdir>/.lock`) goes with the process, so
   a killed run leaves nothing stale behind. With several processes
-  (`jax.distributed`) process 0 holds it for all of them. On a filesystem without
-  locks (some network and FUSE mounts) the run goes on unguarded, with a warning;
-  on Windows, without flock, unguarded.
+  (`jax.distributed`) process 0 holds it for all of them and tells the others
+  whether it got it, so a second run stops in every process. On a filesystem
+  without locks (some network and FUSE mounts) the run goes on unguarded, with a
+  warning; on Windows, without flock, unguarded.
   """
-  if jax.process_index() != 0 or fcntl is None:
-    yield
-    return
-  fd = os.open(os.path.join(workdir, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-  try:
+  fd, held = None, True
+  if jax.process_index() == 0 and fcntl is not None:
+    fd = os.open(os.path.join(workdir, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      raise CheckpointError(f'workdir {workdir} is in use by another training run; let it finish '
-                            'or stop it, or choose another --workdir.') from None
+      held = False
     except OSError as e:
       logging.warning('cannot lock %s (%s); nothing stops a second training there.', workdir,
                       e.strerror)
+  try:
+    if jax.process_count() > 1:
+      held = bool(multihost_utils.broadcast_one_to_all(np.int32(held)))
+    if not held:
+      raise CheckpointError(f'workdir {workdir} is in use by another training run; let it finish '
+                            'or stop it, or choose another --workdir.')
     yield
   finally:
-    os.close(fd)  # Closing releases the lock.
+    if fd is not None:
+      os.close(fd)  # Closing releases the lock.
 
 
 @dataclasses.dataclass
@@ -360,16 +366,21 @@ def _images_to_complete(setup: _Setup, num: int, rows: int, dataset: str | None,
   return {**batch, 'given_mask': np.broadcast_to(mask, batch['x'].shape)}
 
 
-def _save_samples(setup: _Setup, samples: np.ndarray, prefix: str) -> str:
-  """Writes `<prefix>.txt` (text: one sample a line) or `<prefix>.png`; returns its path."""
+def _samples_file(setup: _Setup, prefix: str) -> str:
+  """Where samples go: `<prefix>.txt` for text data, else the picture `<prefix>.png`."""
+  return prefix + ('.txt' if setup.info.alphabet is not None else '.png')
+
+
+def _save_samples(setup: _Setup, samples: np.ndarray, prefix: str) -> None:
+  """Writes `<prefix>.txt` (text: one sample a line) or the picture `<prefix>.png`."""
+  path = _samples_file(setup, prefix)
   os.makedirs(os.path.dirname(prefix), exist_ok=True)
   alphabet = setup.info.alphabet
   if alphabet is not None:
-    with open(prefix + '.txt', 'w') as f:
+    with open(path, 'w') as f:
       f.writelines(''.join(alphabet[i] for i in row) + '\n' for row in samples.reshape(len(samples), -1))
-    return prefix + '.txt'
-  viz.save_png(prefix + '.png', viz.samples_image(samples, setup.info.num_levels))
-  return prefix + '.png'
+  else:
+    viz.save_png(path, viz.samples_image(samples, setup.info.num_levels))
 
 
 def _save_density_pictures(setup: _Setup, variables: Any, points: np.ndarray, prefix: str,
@@ -624,11 +635,12 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
   _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
   samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature, labels,
                   **given)
+  tiles = samples
   if given:
     tiles = viz.completion_tiles(given['given'], given['given_mask'], samples, setup.info.num_levels)
-    picture = _save_samples(setup, tiles, output)
-  else:
-    picture = _save_samples(setup, samples, output)
-  np.save(output + '.npy', samples)
+  picture = _samples_file(setup, output)
+  if jax.process_index() == 0:  # Every process draws the same samples; one writes them.
+    _save_samples(setup, tiles, output)
+    np.save(output + '.npy', samples)
   return {'picture': picture, 'npy': output + '.npy', 'num': num, 'step': step,
           'shape': list(samples.shape), 'labels': None if labels is None else labels.tolist()}
