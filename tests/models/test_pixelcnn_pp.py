@@ -225,11 +225,7 @@ def test_dropout_only_when_training():
 
 
 def test_loss_falls():
-  data_rng, rng = np.random.default_rng(0), jax.random.PRNGKey(0)
-  stripes = np.zeros((2, 4, 4, 1), np.int32)
-  stripes[0, :, ::2], stripes[1, ::2] = 1, 1
-  noise = data_rng.uniform(size=(64, 4, 4, 1)) < 0.05
-  x = jnp.asarray(stripes[np.arange(64) % 2] ^ noise, jnp.int32)
+  x, rng = helpers.noisy_stripes(), jax.random.PRNGKey(0)
   model = _model((4, 4, 1), 2, dropout=0.1, num_scales=1)
   params = helpers.random_variables(model, scale=0.1)['params']
   nll = lambda p, r: -model.apply({'params': p}, x, train=True, method='log_prob',

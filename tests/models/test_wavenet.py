@@ -5,13 +5,11 @@ import os
 import subprocess
 import sys
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dulx import sampling
 from dulx.errors import ConfigError
 from dulx.models import build_model
 from dulx.models.autoregressive.wavenet import WaveNet
@@ -97,31 +95,11 @@ def test_cached_sampling_returns_the_naive_samples(event_shape, num_levels, num_
 
 
 def test_loss_falls_and_samples_are_valid_levels():
-  data_rng, rng = np.random.default_rng(0), jax.random.PRNGKey(0)
-  stripes = np.zeros((2, 4, 4, 1), np.int32)
-  stripes[0, :, ::2], stripes[1, ::2] = 1, 1
-  noise = data_rng.uniform(size=(64, 4, 4, 1)) < 0.05
-  x = jnp.asarray(stripes[np.arange(64) % 2] ^ noise, jnp.int32)
-  model = _model((4, 4, 1), 2, layers_per_stack=4)
-  params = jax.jit(model.init)(rng, x[:1])['params']
-  nll = lambda p, _: -model.apply({'params': p}, x, method='log_prob').mean()
-  params, losses = helpers.fit_adam(nll, params, rng, num_steps=40, learning_rate=1e-2)
-  assert losses[-1] < 0.7 * losses[0], losses
-  samples = sampling.sample(model, {'params': params}, jax.random.PRNGKey(1), 3)
-  chex.assert_shape(samples, (3, 4, 4, 1))
-  assert samples.dtype == jnp.int32 and set(np.unique(samples)) <= {0, 1}
+  helpers.assert_learns_stripes(_model((4, 4, 1), 2, layers_per_stack=4))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_log_prob():
-  model = _model((4, 4, 3), 4, dtype=jnp.bfloat16)
-  x = jnp.asarray(np.random.default_rng(0).integers(0, 4, (8, 4, 4, 3)), jnp.int32)
-  variables = helpers.random_variables(model, scale=0.2)
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
-  log_prob_fn = lambda m: jax.jit(lambda v: m.apply(v, x, method='log_prob'))(variables)
-  log_prob = log_prob_fn(model)
-  assert log_prob.dtype == jnp.float32
-  # 48 sub-pixels of about log(4) = 1.4 nats each; bf16 keeps ~3 significant digits.
-  np.testing.assert_allclose(log_prob, log_prob_fn(model.clone(dtype=jnp.float32)), rtol=0.01)
+  helpers.assert_bfloat16_matches_float32(_model((4, 4, 3), 4, dtype=jnp.bfloat16))
 
 
 def test_dropout_only_in_training():
