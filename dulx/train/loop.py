@@ -45,6 +45,7 @@ from dulx import models
 from dulx import objectives
 from dulx import sampling
 from dulx import viz
+from dulx.eval import importance
 from dulx.errors import CheckpointError, ConfigError, DataError, DivergedError
 from dulx.train import step as step_lib
 from dulx.train.checkpoint import Checkpoints
@@ -287,15 +288,25 @@ def restore(workdir: str, step: int | None = None) -> tuple[flax.linen.Module, T
 _EVAL_DATA_SEED = 0  # The eval images' binarization: one draw for every run.
 
 
-def evaluate_dataset(setup: _Setup, variables: Any, ds: dulx_data.Dataset, seed: int) -> dict[str, float]:
+def evaluate_dataset(setup: _Setup, variables: Any, ds: dulx_data.Dataset, seed: int,
+                     importance_samples: int = 1) -> dict[str, float]:
   """NLL (nats per example) and bits/dim over a whole dataset, in fixed-size batches.
 
   The data's own randomness (stochastic binarization) is drawn with seed
   `_EVAL_DATA_SEED` whatever `seed` is, so runs of every seed score the same images;
   `seed` fixes the model's noise (a flow's dequantization), batch i's from (seed, i).
+  With `importance_samples` K > 1 (models whose `log_prob_is_bound`) the NLL is the
+  importance-weighted bound over K draws of that noise (`dulx.eval.importance`),
+  the first of them the one-draw evaluation's.
   """
+  one_draw = step_lib.make_log_prob_fn(setup.model)
+
+  def scores(variables, batch, rng):
+    return importance.importance_weighted(lambda key: one_draw(variables, batch, key), rng,
+                                          importance_samples)
+
   # Scores come back whole to every process, whichever devices scored them.
-  log_prob_fn = jax.jit(step_lib.make_log_prob_fn(setup.model), out_shardings=setup.runner.replicated)
+  log_prob_fn = jax.jit(scores, out_shardings=setup.runner.replicated)
   variables = jax.device_put(variables, setup.runner.replicated)
   total, count = 0.0, 0
   base_rng = jax.random.PRNGKey(seed)
@@ -574,17 +585,31 @@ def _train(setup: _Setup, batcher: dulx_data.Batcher, eval_ds: dulx_data.Dataset
   return final
 
 
-def evaluate(workdir: str, dataset: str | None = None, split: str | None = None) -> dict[str, Any]:
+def evaluate(workdir: str, dataset: str | None = None, split: str | None = None,
+             importance_samples: int = 1) -> dict[str, Any]:
   """Scores the latest checkpoint of `workdir` on any dataset/split of the trained shape.
 
-  The data is preprocessed as in training (binarization, quantization).
+  The data is preprocessed as in training (binarization, quantization). A flow on
+  discrete data scores its dequantization bound; `importance_samples` K > 1 tightens
+  it to the importance-weighted bound over K draws (`dulx.eval.importance`).
+
+  Raises:
+    ConfigError: K < 1, or K > 1 for a model whose likelihood is no stochastic bound.
   """
+  if importance_samples < 1:
+    raise ConfigError(f'--importance_samples must be >= 1, got {importance_samples}.')
   setup, state = _restore_run(workdir)
   config = setup.config
+  if importance_samples > 1 and not getattr(setup.model, 'log_prob_is_bound', False):
+    raise ConfigError(
+        f'--importance_samples={importance_samples} tightens the dequantization bound of a flow '
+        f'on discrete data (FFJORD\'s only with --eval_trace=exact); this {config.model} on '
+        f'{setup.info.spec} has no such bound to tighten.')
   dataset, split = dataset or config.dataset, split or config.eval_split
   ds = _fitting_data(setup, dataset, split, workdir)
-  out = evaluate_dataset(setup, state.variables(), ds, config.seed)
-  return {**out, 'num_examples': len(ds.x), 'step': int(state.step), 'dataset': dataset, 'split': split}
+  out = evaluate_dataset(setup, state.variables(), ds, config.seed, importance_samples)
+  return {**out, 'num_examples': len(ds.x), 'step': int(state.step), 'dataset': dataset, 'split': split,
+          'importance_samples': importance_samples}
 
 
 def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,

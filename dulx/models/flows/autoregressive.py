@@ -392,6 +392,12 @@ class AutoregressiveFlow(nn.Module):
       logdet = logdet + layer_logdet
     return h.reshape(z.shape), logdet
 
+  @property
+  def log_prob_is_bound(self) -> bool:
+    """Whether `log_prob` is one draw of a stochastic lower bound on log P(x) (the
+    dequantization bound), which `dulx.eval.importance` tightens: read by the harness."""
+    return self.num_levels is not None
+
   def __call__(self, x: jax.Array, y: jax.Array | None = None, *,
                train: bool = False) -> jax.Array:
     """A flow has no per-dimension outputs: its one pass is `log_prob`."""

@@ -209,6 +209,14 @@ class FFJORD(nn.Module):
     return None
 
   @property
+  def log_prob_is_bound(self) -> bool:
+    """Whether `log_prob` is one draw of a stochastic lower bound on log P(x) (the
+    dequantization bound), which `dulx.eval.importance` tightens: read by the harness.
+    Not with eval_trace='hutchinson': the trace estimate's noise enters the exponent,
+    and the importance-weighted mean of its draws is no longer a bound."""
+    return self.num_levels is not None and self.eval_trace == 'exact'
+
+  @property
   def latent_bounds(self) -> tuple[float, float]:
     """A range holding nearly all of the N(0, I) base: for pictures of the latent space."""
     return -4.0, 4.0

@@ -66,6 +66,12 @@ class ImageFlow(nn.Module):
   alpha: float = 0.05
   prior: str = 'normal'
 
+  @property
+  def log_prob_is_bound(self) -> bool:
+    """Whether `log_prob` is one draw of a stochastic lower bound on log P(x) (the
+    dequantization bound), which `dulx.eval.importance` tightens: read by the harness."""
+    return True
+
   def setup(self):
     if self.prior not in PRIORS:
       raise ValueError(f'unknown prior {self.prior!r}; expected one of {PRIORS}.')
