@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dulx.eval import importance
+from dulx.models import build_model
 from dulx.models.flows import base
 from dulx.models.flows.autoregressive import AutoregressiveFlow
 from tests import helpers
@@ -77,3 +78,18 @@ def test_a_dequantized_flow_closes_on_its_exact_discrete_likelihood():
   np.testing.assert_array_less(np.abs(one - mean_b), 5 * std_b / np.sqrt(num_draws))
   np.testing.assert_array_less(np.abs(many - (log_p - var_w / (2 * k))), 5 * np.sqrt(var_w / k))
   assert np.all(many > one)
+
+
+@pytest.mark.parametrize('name,shape,levels,options,bound', [
+    ('realnvp', (8, 8, 1), 4, {}, True), ('glow', (8, 8, 1), 4, {}, True),
+    ('flowpp', (8, 8, 1), 4, {}, True), ('nice', (8, 8, 1), 4, {}, True),
+    ('maf', (2,), 4, {}, True), ('iaf', (2,), 4, {}, True), ('maf', (2,), None, {}, False),
+    ('ffjord', (2,), 4, {'eval_trace': 'exact'}, True),
+    ('ffjord', (2,), 4, {'eval_trace': 'hutchinson'}, False), ('ffjord', (2,), None, {}, False),
+    ('cdf_flow', (2,), None, {}, False), ('made', (2, 2, 1), 2, {}, False),
+    ('pixelcnn', (4, 4, 1), 2, {}, False)])
+def test_the_models_whose_log_prob_is_a_bound_say_so(name, shape, levels, options, bound):
+  """Dequantized flows score one draw of a bound; continuous flows, FFJORD's trace estimate
+  and the exact discrete models do not (the harness refuses importance samples for them)."""
+  model = build_model(name, helpers.dataset_info(shape, levels), options)
+  assert getattr(model, 'log_prob_is_bound', False) is bound
