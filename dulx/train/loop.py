@@ -476,6 +476,12 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
     old, old_info = saved
     _check_resumable(old, old_info, config, info, workdir)
   setup = _setup(config, info)
+  if config.ema_decay and 'batch_stats' in setup.abstract_state().model_state:
+    raise ConfigError(
+        f'--ema_decay averages the parameters but not batch norm\'s running statistics, which '
+        f'follow the live parameters: this {config.model} would be evaluated and sampled with '
+        'the statistics of another network. Use a norm without batch statistics (RealNVP: '
+        '--norm=act), or train without --ema_decay.')
   batcher = dulx_data.Batcher(train_ds, config.batch_size, seed=config.seed)
   _check_workdir_writable(workdir)
 

@@ -433,6 +433,24 @@ def test_ema_params_are_kept_and_used(tmp_path):
   assert state.variables()['params'] is state.ema_params
 
 
+def test_ema_is_refused_where_batch_norm_keeps_statistics_of_the_live_parameters(tmp_path):
+  """Batch norm's running statistics follow the live parameters, so the EMA parameters would
+  be scored with another network's statistics (a RealNVP on MNIST: 1.506 bits/dim at step
+  4,000 against its live parameters' 1.383). Refused before anything is written; act norm,
+  which keeps no statistics, trains with the EMA."""
+  config = train.Config(model='realnvp', model_options={'num_scales': 1, 'hidden': 8, 'num_blocks': 1},
+                        dataset='digits', train_split='train[:64]', eval_split='train[64:96]',
+                        batch_size=32, num_steps=1, eval_every=0, sample_every=0, ema_decay=0.9)
+  workdir = tmp_path / 'w'
+  with pytest.raises(ConfigError, match="not batch norm's running statistics"):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+  act = config.replace(model_options={**config.model_options, 'norm': 'act'})
+  train.train_and_evaluate(act, str(workdir))
+  _, state, _ = dulx.restore(str(workdir))
+  assert state.ema_params is not None
+
+
 def test_ema_decay_warms_up_from_the_initial_parameters():
   # ema <- d_t ema + (1 - d_t) params after update t, d_t = min(decay, (1 + t) / (10 + t)).
   loss_fn = lambda params, model_state, batch, rngs: (jnp.sum((params['w'] - 1.0)**2),
