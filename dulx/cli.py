@@ -126,6 +126,8 @@ def _define_flags(model: str, flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_integer('importance_samples', 1, '--mode=eval, flows on discrete data: score the '
                        'importance-weighted bound over this many draws of the dequantization noise, '
                        'tighter than the one-draw bound (1).', **kw)
+  flags.DEFINE_boolean('use_ema', True, '--mode=eval|sample, runs trained with --ema_decay: use the '
+                       'EMA parameters (--nouse_ema: the live ones).', **kw)
   flags.DEFINE_float('temperature', 1.0, 'Sampling temperature (--mode=sample).', **kw)
   flags.DEFINE_integer('label', None, '--mode=sample, class-conditional models: draw every '
                        'sample of this class (default: the classes in turn, 0, 1, ...).', **kw)
@@ -194,13 +196,13 @@ def _main(model: str, argv: list[str]) -> None:
     dataset = FLAGS.dataset if FLAGS['dataset'].present else None
     split = FLAGS.eval_split if FLAGS['eval_split'].present else None
     if FLAGS.mode == 'eval':
-      out = train.evaluate(FLAGS.workdir, dataset, split, FLAGS.importance_samples)
+      out = train.evaluate(FLAGS.workdir, dataset, split, FLAGS.importance_samples, FLAGS.use_ema)
       bound = f', importance-weighted over {FLAGS.importance_samples} draws' * (FLAGS.importance_samples > 1)
       print(f'{out["dataset"]} {out["split"]}: nll {out["nll"]:.4f} nats, {out["bits_per_dim"]:.4f} '
             f'bits/dim over {out["num_examples"]} examples (step {out["step"]}{bound})')
     elif FLAGS.mode == 'sample':
       out = train.sample(FLAGS.workdir, FLAGS.num_samples, FLAGS.seed, FLAGS.temperature, FLAGS.output,
-                         FLAGS.label, FLAGS.given_rows, dataset, split)
+                         FLAGS.label, FLAGS.given_rows, dataset, split, FLAGS.use_ema)
       print(f'wrote {out["picture"]} and {out["npy"]}')
     else:
       config = _config(model)

@@ -592,12 +592,13 @@ def _train(setup: _Setup, batcher: dulx_data.Batcher, eval_ds: dulx_data.Dataset
 
 
 def evaluate(workdir: str, dataset: str | None = None, split: str | None = None,
-             importance_samples: int = 1) -> dict[str, Any]:
+             importance_samples: int = 1, use_ema: bool = True) -> dict[str, Any]:
   """Scores the latest checkpoint of `workdir` on any dataset/split of the trained shape.
 
   The data is preprocessed as in training (binarization, quantization). A flow on
   discrete data scores its dequantization bound; `importance_samples` K > 1 tightens
-  it to the importance-weighted bound over K draws (`dulx.eval.importance`).
+  it to the importance-weighted bound over K draws (`dulx.eval.importance`). A run
+  with an EMA is scored with the EMA parameters, or with `use_ema=False` the live ones.
 
   Raises:
     ConfigError: K < 1, or K > 1 for a model whose likelihood is no stochastic bound.
@@ -613,21 +614,24 @@ def evaluate(workdir: str, dataset: str | None = None, split: str | None = None,
         f'{setup.info.spec} has no such bound to tighten.')
   dataset, split = dataset or config.dataset, split or config.eval_split
   ds = _fitting_data(setup, dataset, split, workdir)
-  out = evaluate_dataset(setup, state.variables(), ds, config.seed, importance_samples)
+  out = evaluate_dataset(setup, state.variables(use_ema), ds, config.seed, importance_samples)
   return {**out, 'num_examples': len(ds.x), 'step': int(state.step), 'dataset': dataset, 'split': split,
-          'importance_samples': importance_samples}
+          'importance_samples': importance_samples,
+          'params': 'ema' if use_ema and state.ema_params is not None else 'live'}
 
 
 def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
            output: str | None = None, label: int | None = None, given_rows: int = 0,
-           dataset: str | None = None, split: str | None = None) -> dict[str, Any]:
+           dataset: str | None = None, split: str | None = None,
+           use_ema: bool = True) -> dict[str, Any]:
   """Draws `num` samples from the latest checkpoint, or completes `num` images.
 
   Writes `<output>.npy` and a picture `<output>.png` (text data: `<output>.txt`, one
   sample a line); returns their paths under 'npy' and 'picture'. The default output,
   `<workdir>/samples/sample_step_<step>_seed<seed>_n<num>[_t<temperature>][_label<label>]
-  [_given<rows>[_<digest of dataset and split>]]`, names everything that decides the
-  draw. A class-conditional model draws every sample of class `label`, or (None) the
+  [_given<rows>[_<digest of dataset and split>]][_live]`, names everything that decides
+  the draw (`_live`: a run with an EMA drawn with its live parameters, `use_ema=False`). A
+  class-conditional model draws every sample of class `label`, or (None) the
   classes in turn, 0, 1, ...; the labels are returned under 'labels' (None for an
   unconditional model).
 
@@ -662,9 +666,10 @@ def sample(workdir: str, num: int, seed: int = 0, temperature: float = 1.0,
       name += f'_given{given_rows}'
       if dataset or split:  # Other images than the run's eval split: a digest of which.
         name += '_' + hashlib.sha256(f'{dataset}|{split}'.encode()).hexdigest()[:8]
+    name += '_live' if not use_ema and state.ema_params is not None else ''
     output = os.path.join(workdir, 'samples', name)
   _check_workdir_writable(os.path.dirname(os.path.abspath(output)))
-  samples = _draw(setup, state.variables(), jax.random.PRNGKey(seed), num, temperature, labels,
+  samples = _draw(setup, state.variables(use_ema), jax.random.PRNGKey(seed), num, temperature, labels,
                   **given)
   tiles = samples
   if given:

@@ -427,10 +427,24 @@ def test_bfloat16_compute_keeps_float32_params_and_loss(tmp_path):
 def test_ema_params_are_kept_and_used(tmp_path):
   workdir = str(tmp_path / 'w')
   train.train_and_evaluate(_histogram_config(num_steps=3, ema_decay=0.5), workdir)
-  _, state, _ = dulx.restore(workdir)
+  model, state, config = dulx.restore(workdir)
   assert state.ema_params is not None
   assert not np.allclose(state.ema_params['logits'], state.params['logits'])
   assert state.variables()['params'] is state.ema_params
+  # --mode=eval|sample use the EMA, or with use_ema=False the live parameters.
+  ds = data.preprocess(data.load(config.dataset, config.eval_split), quantize=config.quantize)
+  nlls = []
+  for use_ema, params in ((True, state.ema_params), (False, state.params)):
+    out = train.evaluate(workdir, use_ema=use_ema)
+    log_p = model.apply({'params': params}, jnp.asarray(ds.x), method='log_prob')
+    assert out['nll'] == pytest.approx(-float(np.mean(log_p)), rel=1e-5)
+    assert out['params'] == ('ema' if use_ema else 'live')
+    nlls.append(out['nll'])
+    drawn = train.sample(workdir, num=64, use_ema=use_ema)['npy']
+    assert os.path.basename(drawn) == f'sample_step_00000003_seed0_n64{"" if use_ema else "_live"}.npy'
+    np.testing.assert_array_equal(
+        np.load(drawn), dulx.sample(model, {'params': params}, jax.random.PRNGKey(0), 64))
+  assert abs(nlls[0] - nlls[1]) > 1e-4 * nlls[1]  # The two checks above tell EMA from live.
 
 
 def test_ema_is_refused_where_batch_norm_keeps_statistics_of_the_live_parameters(tmp_path):
