@@ -197,7 +197,8 @@ def _main(model: str, argv: list[str]) -> None:
     split = FLAGS.eval_split if FLAGS['eval_split'].present else None
     if FLAGS.mode == 'eval':
       out = train.evaluate(FLAGS.workdir, dataset, split, FLAGS.importance_samples, FLAGS.use_ema)
-      bound = f', importance-weighted over {FLAGS.importance_samples} draws' * (FLAGS.importance_samples > 1)
+      k = FLAGS.importance_samples
+      bound = f', importance-weighted over {k} draws' if k > 1 else ''
       print(f'{out["dataset"]} {out["split"]}: nll {out["nll"]:.4f} nats, {out["bits_per_dim"]:.4f} '
             f'bits/dim over {out["num_examples"]} examples (step {out["step"]}{bound})')
     elif FLAGS.mode == 'sample':
